@@ -18,6 +18,13 @@ export type RingBroken =
       readonly size: number;
     }
   | {
+      readonly kind: 'req-prod-regressed';
+      /** Whose fault: the frontend moved `req_prod` back behind requests already consumed. */
+      readonly culprit: 'frontend';
+      readonly reqProd: number;
+      readonly reqCons: number;
+    }
+  | {
       readonly kind: 'rsp-prod-overflow';
       /** Whose fault: the backend published responses for requests that were never made. */
       readonly culprit: 'backend';
@@ -47,6 +54,8 @@ export function describeBroken(b: RingBroken): string {
   switch (b.kind) {
     case 'req-prod-overflow':
       return `frontend provided bogus ring requests (req_prod ${b.reqProd} - rsp_prod_pvt ${b.rspProdPvt} > ring size ${b.size}); halting ring processing`;
+    case 'req-prod-regressed':
+      return `frontend moved req_prod back to ${b.reqProd}, behind req_cons ${b.reqCons}; halting ring processing`;
     case 'rsp-prod-overflow':
       return `backend provided bogus ring responses (rsp_prod ${b.rspProd}, rsp_cons ${b.rspCons}, only ${(b.reqProdPvt - b.rspCons) >>> 0} requests outstanding); halting ring processing`;
     case 'marked':

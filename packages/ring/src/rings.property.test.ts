@@ -117,12 +117,15 @@ function run(start: number, order: number, ops: Op[]) {
       case 'hostileReqProd': {
         const bogus = (Atomics.load(s.header, REQ_PROD) + op.delta) >>> 0;
         Atomics.store(s.header, REQ_PROD, bogus);
-        const legal = ((bogus - back.rspProdPvt) >>> 0) <= s.size;
+        const overflow = ((bogus - back.rspProdPvt) >>> 0) > s.size;
+        const regressed = ((bogus - back.reqCons) >>> 0) > ((bogus - back.rspProdPvt) >>> 0);
+        const wasBroken = back.broken !== null;
         const n = back.unconsumedRequests();
-        if (!legal) {
-          expect(back.broken?.kind).toBe('req-prod-overflow');
-          expect(n).toBe(0);
+        if (!wasBroken && (overflow || regressed)) {
+          expect(back.broken?.kind).toBe(overflow ? 'req-prod-overflow' : 'req-prod-regressed');
         }
+        if (overflow || regressed || wasBroken) expect(n).toBe(0);
+        else expect(n).toBeLessThanOrEqual(s.size);
         // Consume whatever the ring now offers: garbage slots decode to errors or values, never throws.
         for (let i = 0; i < 64 && back.unconsumedRequests() > 0; i++) back.takeRequest();
         return 'hostile';

@@ -158,6 +158,17 @@ describe('hostile peers', () => {
     expect(back.broken?.kind).toBe('req-prod-overflow');
   });
 
+  it('a req_prod moved back behind req_cons breaks the ring (ring.h would hand out stale slots)', () => {
+    const { front, back, s } = pair();
+    for (let i = 0; i < 3; i++) front.pushRequest({ op: 0, id: i, sector: 0 });
+    front.pushRequests();
+    back.takeRequest();
+    back.takeRequest();
+    Atomics.store(s.header, REQ_PROD, 1);
+    expect(back.unconsumedRequests()).toBe(0);
+    expect(back.broken).toMatchObject({ kind: 'req-prod-regressed', culprit: 'frontend', reqProd: 1, reqCons: 2 });
+  });
+
   it('BackRing.attach refuses a ring whose req_prod is already impossible', () => {
     const s = SharedRing.allocate(0, 112);
     s.init();

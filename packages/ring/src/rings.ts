@@ -189,7 +189,8 @@ export class BackRing<Req, Rsp> extends RingEnd {
   }
 
   /**
-   * `XEN_RING_NR_UNCONSUMED_REQUESTS`, after `RING_REQUEST_PROD_OVERFLOW`: requests available,
+   * `XEN_RING_NR_UNCONSUMED_REQUESTS`, after `RING_REQUEST_PROD_OVERFLOW` and a check that
+   * `req_prod` did not move back behind `req_cons`: requests available,
    * bounded by the response slots still free, so we never consume a request we cannot answer.
    */
   unconsumedRequests(): number {
@@ -200,6 +201,12 @@ export class BackRing<Req, Rsp> extends RingEnd {
       return 0;
     }
     const req = (rp - this.reqCons) >>> 0;
+    // ring.h does not catch a req_prod moved back behind req_cons (but not behind rsp_prod_pvt):
+    // it would hand out stale slots that were never published. We halt on it too.
+    if (req > ((rp - this.rspProdPvt) >>> 0)) {
+      this.brokenBy = { kind: 'req-prod-regressed', culprit: 'frontend', reqProd: rp, reqCons: this.reqCons };
+      return 0;
+    }
     const rsp = this.size - ((this.reqCons - this.rspProdPvt) >>> 0);
     return req < rsp ? req : rsp;
   }

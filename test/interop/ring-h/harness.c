@@ -6,7 +6,7 @@
  * operation read from stdin. test/interop/ring-h/ring-h.test.ts runs the same script on the
  * TypeScript FrontRing/BackRing and compares the lines.
  *
- * Build: cc -O1 -Wall -Wextra -Werror -DREQ_BYTES=112 -DRSP_BYTES=16 harness.c -o harness
+ * Build: cc -std=gnu11 -O1 -Wall -Wextra -Werror -DREQ_BYTES=112 -DRSP_BYTES=16 harness.c -o harness
  *
  * Script (one operation per line, integers in decimal, deltas signed and taken mod 2^32):
  *   layout                 sizes and offsets of the generated types, ring entries for orders 0..4
@@ -25,8 +25,12 @@
  *   consume_rsp N          front: take up to N responses (RING_RESPONSE_PROD_OVERFLOW,
  *                          XEN_RING_NR_UNCONSUMED_RESPONSES, RING_COPY_RESPONSE)
  *   query                  RING_SIZE, RING_FREE_REQUESTS, RING_FULL, both unconsumed counts
- *   req_prod_ovf D         RING_REQUEST_PROD_OVERFLOW(back, rsp_prod_pvt + D)
- *   rsp_prod_ovf D         RING_RESPONSE_PROD_OVERFLOW(front, rsp_cons + D)
+ *   req_prod_ovf D         RING_REQUEST_PROD_OVERFLOW(back, P = rsp_prod_pvt + D) and, when
+ *                          false, XEN_RING_NR_UNCONSUMED_REQUESTS had the frontend published P
+ *   rsp_prod_ovf D         RING_RESPONSE_PROD_OVERFLOW(front, P = rsp_cons + D) (as c.macro),
+ *                          the tighter "more responses than requests outstanding" check, and,
+ *                          when not tight, XEN_RING_NR_UNCONSUMED_RESPONSES had the backend
+ *                          published P
  *   req_cons_ovf D         RING_REQUEST_CONS_OVERFLOW(back, req_cons + D)
  *   set_req_event D        back sets req_event = req_cons + D (a custom FINAL_CHECK)
  *   set_rsp_event D        front sets rsp_event = rsp_cons + D
@@ -74,6 +78,8 @@ struct t_response {
 DEFINE_RING_TYPES(t, struct t_request, struct t_response);
 
 static t_sring_t *sring;
+/* Header-only stand-in for "what if the peer had published this producer index". */
+static t_sring_t probe_sring;
 static t_front_ring_t front;
 static t_back_ring_t back;
 
@@ -282,13 +288,29 @@ int main(void)
                    XEN_RING_NR_UNCONSUMED_REQUESTS(&back), XEN_RING_NR_UNCONSUMED_RESPONSES(&front));
         } else if (!strcmp(op, "req_prod_ovf") && nargs == 2) {
             RING_IDX prod = back.rsp_prod_pvt + a1;
-            printf("req_prod_ovf prod=%u ovf=%d", prod, RING_REQUEST_PROD_OVERFLOW(&back, prod) ? 1 : 0);
+            int ovf = RING_REQUEST_PROD_OVERFLOW(&back, prod) ? 1 : 0;
+            /* "tight" adds what ring.h lets through: req_prod moved back behind req_cons. */
+            int tight = ovf || (RING_IDX)(prod - back.req_cons) > (RING_IDX)(prod - back.rsp_prod_pvt);
+            printf("req_prod_ovf prod=%u ovf=%d tight=%d", prod, ovf, tight);
+            if (!tight) {
+                /* What a backend that passed the overflow check would count with that req_prod. */
+                t_back_ring_t probe = back;
+                probe.sring = &probe_sring;
+                probe_sring.req_prod = prod;
+                printf(" unc=%u", XEN_RING_NR_UNCONSUMED_REQUESTS(&probe));
+            }
         } else if (!strcmp(op, "rsp_prod_ovf") && nargs == 2) {
             RING_IDX prod = front.rsp_cons + a1;
             /* ring.h's check is against the ring size; "tight" is against the requests outstanding. */
             int tight = (RING_IDX)(prod - front.rsp_cons) > (RING_IDX)(front.req_prod_pvt - front.rsp_cons);
             printf("rsp_prod_ovf prod=%u tight=%d c.macro=%d", prod, tight,
                    RING_RESPONSE_PROD_OVERFLOW(&front, prod) ? 1 : 0);
+            if (!tight) {
+                t_front_ring_t probe = front;
+                probe.sring = &probe_sring;
+                probe_sring.rsp_prod = prod;
+                printf(" unc=%u", XEN_RING_NR_UNCONSUMED_RESPONSES(&probe));
+            }
         } else if (!strcmp(op, "req_cons_ovf") && nargs == 2) {
             RING_IDX cons = back.req_cons + a1;
             printf("req_cons_ovf cons=%u ovf=%d", cons, RING_REQUEST_CONS_OVERFLOW(&back, cons) ? 1 : 0);
