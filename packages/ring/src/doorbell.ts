@@ -7,6 +7,7 @@
  *   pending[W]   bit p set: port p has an event not yet taken       (Atomics.or / Atomics.and)
  *   mask[W]      bit p set: port p is masked                        (Atomics.or / Atomics.and)
  *   bound[V][W]  bit p set: waiter v services port p
+ *   owner[P]     the waiter that services port p, or -1 (O(1) lookup for raise)
  *   sel[V]       bit w set: pending word w may hold work for waiter v (evtchn_pending_sel)
  *   gen[V]       the wake-up generation of waiter v: bumped on every kick; the futex word
  *
@@ -35,7 +36,12 @@ export const EVTCHN_WAITERS_MAX = 32;
 export type WaitOutcome = 'woken' | 'timed-out';
 
 export interface WaitOptions {
-  /** Spin on the generation word this long before sleeping (bounded; 0 = never spin). */
+  /**
+   * Spin on the generation word at most this long before sleeping (0 = never spin). The budget
+   * adapts between `spinUs / 16` and `spinUs`: halved after a spin that found nothing, doubled
+   * after one that caught a wake-up, so a peer that answers fast is caught without sleeping and
+   * a thread short of cores does not burn its budget on every wait.
+   */
   spinUs?: number;
   /** Give up after this long (ms); default: wait forever. */
   timeoutMs?: number;
@@ -50,6 +56,7 @@ export class EvtchnDoorbells {
   private readonly masked: Int32Array;
   private readonly bound: Int32Array;
   private readonly sel: Int32Array;
+  private readonly owner: Int32Array;
   /** Futex words: Int32Array because `Atomics.wait` requires it. */
   private readonly gen: Int32Array;
 
@@ -72,6 +79,7 @@ export class EvtchnDoorbells {
     this.bound = take(V * W);
     this.sel = take(V);
     this.gen = take(V);
+    this.owner = take(this.maxPorts);
   }
 
   /** A new table. Ports start unmasked, unbound and not pending. */
@@ -81,8 +89,9 @@ export class EvtchnDoorbells {
     assert(maxPorts >= 32 && maxPorts % 32 === 0 && maxPorts <= 1 << 17, `maxPorts must be a multiple of 32 up to 131072, got ${maxPorts}`);
     assert(maxWaiters >= 1 && maxWaiters <= EVTCHN_WAITERS_MAX, `maxWaiters must be 1..${EVTCHN_WAITERS_MAX}, got ${maxWaiters}`);
     const W = maxPorts / 32;
-    const sab = new SharedArrayBuffer((HDR_WORDS + 2 * W + maxWaiters * W + 2 * maxWaiters) * 4);
+    const sab = new SharedArrayBuffer((HDR_WORDS + 2 * W + maxWaiters * W + 2 * maxWaiters + maxPorts) * 4);
     const hdr = new Int32Array(sab, 0, HDR_WORDS);
+    new Int32Array(sab, (HDR_WORDS + 2 * W + maxWaiters * W + 2 * maxWaiters) * 4, maxPorts).fill(-1);
     hdr[HDR_MAX_PORTS] = maxPorts;
     hdr[HDR_MAX_WAITERS] = maxWaiters;
     Atomics.store(hdr, HDR_MAGIC, MAGIC);
@@ -111,6 +120,7 @@ export class EvtchnDoorbells {
     const bit = 1 << (port & 31);
     for (let u = 0; u < this.maxWaiters; u++) Atomics.and(this.bound, u * this.words + w, ~bit);
     Atomics.or(this.bound, v * this.words + w, bit);
+    Atomics.store(this.owner, port, v);
     // An event that arrived before the binding must not be stranded.
     if (Atomics.load(this.pending, w) & bit) this.kick(v, w);
   }
@@ -120,6 +130,7 @@ export class EvtchnDoorbells {
     this.checkPort(port);
     const w = port >>> 5;
     const bit = 1 << (port & 31);
+    Atomics.store(this.owner, port, -1);
     for (let u = 0; u < this.maxWaiters; u++) Atomics.and(this.bound, u * this.words + w, ~bit);
     Atomics.and(this.pending, w, ~bit);
   }
@@ -127,10 +138,7 @@ export class EvtchnDoorbells {
   /** Which waiter services `port`, or -1. */
   waiterOf(port: number): number {
     this.checkPort(port);
-    const w = port >>> 5;
-    const bit = 1 << (port & 31);
-    for (let u = 0; u < this.maxWaiters; u++) if (Atomics.load(this.bound, u * this.words + w) & bit) return u;
-    return -1;
+    return Atomics.load(this.owner, port);
   }
 
   /**
@@ -197,6 +205,9 @@ export class EvtchnDoorbells {
 }
 
 export class EvtchnWaiter {
+  /** Current adaptive spin budget (µs), within [max/16, max] of the last `spinUs` asked for. */
+  private spinBudgetUs = -1;
+
   constructor(
     readonly table: EvtchnDoorbells,
     readonly index: number,
@@ -253,12 +264,21 @@ export class EvtchnWaiter {
     const gen = this.gen;
     const i = this.index;
     if (Atomics.load(gen, i) !== seen) return 'woken';
-    const spinUs = opts.spinUs ?? 0;
-    if (spinUs > 0) {
-      const deadline = performance.now() + spinUs / 1000;
+    const maxUs = opts.spinUs ?? 0;
+    if (maxUs > 0) {
+      const minUs = maxUs / 16;
+      let budget = this.spinBudgetUs;
+      if (budget < minUs || budget > maxUs) budget = maxUs;
+      const deadline = performance.now() + budget / 1000;
       do {
-        for (let k = 0; k < 64; k++) if (Atomics.load(gen, i) !== seen) return 'woken';
+        for (let k = 0; k < 64; k++) {
+          if (Atomics.load(gen, i) !== seen) {
+            this.spinBudgetUs = Math.min(maxUs, budget * 2);
+            return 'woken';
+          }
+        }
       } while (performance.now() < deadline);
+      this.spinBudgetUs = Math.max(minUs, budget / 2);
     }
     const r = Atomics.waitAsync(gen, i, seen, opts.timeoutMs ?? Infinity);
     if (!r.async) return r.value === 'timed-out' ? 'timed-out' : 'woken';

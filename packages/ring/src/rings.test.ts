@@ -26,9 +26,10 @@ describe('shared ring layout', () => {
     expect(SharedRing.allocate(0, 64).size).toBe(32); // (4096-64)/64 = 63 → 32
     expect(SharedRing.allocate(0, 16).size).toBe(128);
   });
-  it('rejects a page count that is not a power of two up to 16', () => {
-    expect(() => new SharedRing(allocateRingPages(0).concat(allocateRingPages(1)), 112)).toThrow(/1\.\.16 pages/);
-    expect(() => new SharedRing(allocateRingPages(5), 112)).toThrow(/1\.\.16 pages/);
+  it('rejects a page count that is not a power of two up to 1024', () => {
+    expect(() => new SharedRing(allocateRingPages(0).concat(allocateRingPages(1)), 112)).toThrow(/power-of-two number of pages/);
+    expect(() => new SharedRing(allocateRingPages(11), 112)).toThrow(/power-of-two number of pages/);
+    expect(new SharedRing(allocateRingPages(8), 128).size).toBe(8192 / 2);
   });
   it('places slot i at byte 64 + i*slot and carries a slot across non-contiguous pages', () => {
     // Two pages from different SharedArrayBuffers, as a backend mapping ring-ref0/ring-ref1 gets.
@@ -134,6 +135,33 @@ describe('front and back rings', () => {
     expect(back.requestConsOverflow()).toBe(true);
     expect(back.unconsumedRequests()).toBe(0);
     expect(() => back.takeRequest()).toThrow(/pvsim bug/);
+  });
+});
+
+describe('one-way use', () => {
+  it('empty responses release slots without writing them', () => {
+    const { front, back, s } = pair();
+    for (let i = 0; i < 32; i++) front.pushRequest({ op: 0, id: i, sector: 0 });
+    front.pushRequests();
+    for (let i = 0; i < 5; i++) back.takeRequest();
+    const before = s.slotViews(0)[0].slice();
+    expect(back.pushEmptyResponses(10)).toBe(5);
+    back.pushResponses();
+    expect([...s.slotViews(0)[0]]).toEqual([...before]);
+    expect(front.unconsumedResponses()).toBe(5);
+    expect(front.discardResponses(100)).toBe(5);
+    expect(front.freeRequests()).toBe(5);
+  });
+
+  it('a batching consumer is notified only once eventAhead requests wait', () => {
+    const { front, back } = pair();
+    expect(back.finalCheckForRequests(4)).toBe(false);
+    const notifies: boolean[] = [];
+    for (let i = 0; i < 5; i++) {
+      front.pushRequest({ op: 0, id: i, sector: 0 });
+      notifies.push(front.pushRequestsAndCheckNotify());
+    }
+    expect(notifies).toEqual([false, false, false, true, false]);
   });
 });
 

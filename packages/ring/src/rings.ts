@@ -49,9 +49,12 @@ abstract class RingEnd {
   }
 
   protected produce<T>(codec: SlotCodec<T>, idx: number, msg: T): Result<undefined, ProduceRefused> {
-    const n = codec.encode(msg, this.scratch);
+    // Our own writes may go straight into shared memory (the peer cannot publish them before
+    // we move the producer index); only a slot split across pages goes through the scratch.
+    const direct = this.sring.directSlot(idx);
+    const n = codec.encode(msg, direct ?? this.scratch);
     if (n < 0) return err({ kind: 'too-large', bytesNeeded: -n, slotPayloadMax: this.sring.slotBytes });
-    this.sring.copyIn(idx, this.scratch, n);
+    if (!direct) this.sring.copyIn(idx, this.scratch, n);
     return OK_VOID;
   }
 
@@ -143,6 +146,14 @@ export class FrontRing<Req, Rsp> extends RingEnd {
     assert(((this.reqProdPvt - idx) >>> 0) !== 0, 'takeResponse with no request outstanding');
     this.rspCons = (idx + 1) >>> 0;
     return this.consume(this.rspCodec, idx);
+  }
+
+  /** Consume up to `n` responses without reading them (their slots carry nothing: one-way use). */
+  discardResponses(n: number): number {
+    const avail = this.unconsumedResponses();
+    const k = n < avail ? n : avail;
+    this.rspCons = (this.rspCons + k) >>> 0;
+    return k;
   }
 
   /**
@@ -237,6 +248,18 @@ export class BackRing<Req, Rsp> extends RingEnd {
     return r;
   }
 
+  /**
+   * Answer the next `n` consumed requests with empty responses: only `rsp_prod_pvt` moves, no
+   * slot is written. For one-way protocols (an event-log drain) whose responses carry nothing
+   * but the slot's release. Returns how many were answered (at most those consumed).
+   */
+  pushEmptyResponses(n: number): number {
+    const owed = (this.reqCons - this.rspProdPvt) >>> 0;
+    const k = n < owed ? n : owed;
+    this.rspProdPvt = (this.rspProdPvt + k) >>> 0;
+    return k;
+  }
+
   /** `RING_PUSH_RESPONSES`. */
   pushResponses(): void {
     Atomics.store(this.header, RSP_PROD, this.rspProdPvt);
@@ -251,11 +274,16 @@ export class BackRing<Req, Rsp> extends RingEnd {
     return needsNotify(newProd, oldProd, Atomics.load(h, RSP_EVENT));
   }
 
-  /** `RING_FINAL_CHECK_FOR_REQUESTS`: re-arm `req_event = req_cons + 1`, then look again. */
-  finalCheckForRequests(): boolean {
+  /**
+   * `RING_FINAL_CHECK_FOR_REQUESTS`: re-arm `req_event = req_cons + 1`, then look again.
+   * `eventAhead` > 1 asks to be notified only once that many requests are waiting (a batching
+   * consumer that also polls, like the event-log sink); ring.h's macro is `eventAhead = 1`.
+   */
+  finalCheckForRequests(eventAhead = 1): boolean {
     if (this.unconsumedRequests() > 0) return true;
     if (this.brokenBy) return false;
-    Atomics.store(this.header, REQ_EVENT, (this.reqCons + 1) >>> 0);
+    assert(eventAhead >= 1 && eventAhead <= this.size, `eventAhead must be 1..${this.size}`);
+    Atomics.store(this.header, REQ_EVENT, (this.reqCons + eventAhead) >>> 0);
     return this.unconsumedRequests() > 0;
   }
 }

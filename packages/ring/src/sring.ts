@@ -9,7 +9,6 @@
  * index are visible to a thread that `Atomics.load`s that index and then reads the slot.
  */
 import {
-  RING_ORDER_MAX,
   SRING_PVT_OFFSET,
   SRING_REQ_EVENT_OFFSET,
   SRING_REQ_PROD_OFFSET,
@@ -27,6 +26,13 @@ export const REQ_EVENT = SRING_REQ_EVENT_OFFSET / 4;
 export const RSP_PROD = SRING_RSP_PROD_OFFSET / 4;
 export const RSP_EVENT = SRING_RSP_EVENT_OFFSET / 4;
 
+/**
+ * Largest ring this module builds: 2^10 pages (4 MiB). Xen protocols cap their own rings lower
+ * (blkif's `max-ring-page-order` is at most `RING_ORDER_MAX` = 4); pvsim-internal one-way
+ * channels such as event-log writers use larger ones.
+ */
+export const SHARED_RING_ORDER_LIMIT = 10;
+
 /** One slot as seen in shared memory: one piece, or two when it straddles pages. */
 type SlotPieces = readonly [Uint8Array] | readonly [Uint8Array, Uint8Array];
 
@@ -43,12 +49,16 @@ export class SharedRing {
   private readonly slots: SlotPieces[];
 
   /**
-   * @param pages 2^order views of exactly 4096 bytes each, over SharedArrayBuffers.
+   * @param pages 2^order views of exactly 4096 bytes each, over SharedArrayBuffers (Xen
+   *   protocols: order 0..4, `RING_ORDER_MAX`; enforced by each protocol's handshake).
    * @param slotBytes the protocol's fixed entry size (`sizeof(union X_sring_entry)`).
    */
   constructor(pages: readonly Uint8Array[], slotBytes: number) {
     const order = Math.log2(pages.length);
-    assert(Number.isInteger(order) && order >= 0 && order <= RING_ORDER_MAX, `ring needs 1..16 pages (a power of two), got ${pages.length}`);
+    assert(
+      Number.isInteger(order) && order >= 0 && order <= SHARED_RING_ORDER_LIMIT,
+      `ring needs a power-of-two number of pages up to ${1 << SHARED_RING_ORDER_LIMIT}, got ${pages.length}`,
+    );
     for (const p of pages) {
       assert(p.byteLength === XEN_PAGE_SIZE, `ring page must be ${XEN_PAGE_SIZE} bytes, got ${p.byteLength}`);
       assert(p.byteOffset % 4 === 0, 'ring page must be 4-byte aligned');
@@ -102,6 +112,12 @@ export class SharedRing {
     const s = this.slots[idx & this.mask]!;
     dst.set(s[0]);
     if (s.length === 2) dst.set(s[1], s[0].length);
+  }
+
+  /** The slot's single shared view, or null when it straddles two pages. For producers only. */
+  directSlot(idx: number): Uint8Array | null {
+    const s = this.slots[idx & this.mask]!;
+    return s.length === 1 ? s[0] : null;
   }
 
   /** Copy the first `n` bytes of `src` into slot `idx`. */
