@@ -72,11 +72,11 @@ describe('writers and sink (in-process, virtual time)', () => {
   it('drops with a count when the ring stays full, and the sink reports it; no number is lost', async () => {
     const { sink, writers, seen } = setup({ writers: 1, order: 0, fullWaitUs: 0 });
     let ok = 0;
-    for (let i = 0; i < 40; i++) if (writers[0]!.emit('test.tick', { n: i })) ok++;
+    for (let i = 0; i < 40; i++) if (writers[0]!.emit('test.tick', { n: i }) >= 0) ok++;
     expect(ok).toBe(16); // a one-page ring of 128-byte slots holds 16
     expect(writers[0]!.dropped).toBe(24);
     sink.drain();
-    expect(writers[0]!.emit('test.tick', { n: 99 })).toBe(true);
+    expect(writers[0]!.emit('test.tick', { n: 99 })).toBeGreaterThan(0);
     const stats = await sink.close();
     expect(stats).toMatchObject({ dropped: 24, gaps: 0 });
     expect(seen.filter((e) => e.kind === 'log.dropped').map((e) => e.payload)).toEqual([{ writer: 1, count: 24, total: 24, reason: 'writer buffer full' }]);

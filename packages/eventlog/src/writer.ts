@@ -38,7 +38,8 @@ export interface EventWriterOptions {
 }
 
 export interface EventEmitter {
-  emit<K extends EventKind>(kind: K, payload: EventPayloads[K], dom?: number): boolean;
+  /** Record one transition; returns its sequence number, or -1 if it was dropped (and counted). */
+  emit<K extends EventKind>(kind: K, payload: EventPayloads[K], dom?: number): number;
 }
 
 export class EventWriter implements EventEmitter {
@@ -82,8 +83,11 @@ export class EventWriter implements EventEmitter {
     return this.droppedLocal;
   }
 
-  /** Record one state transition. Returns false if it had to be dropped (and counted). */
-  emit<K extends EventKind>(kind: K, payload: EventPayloads[K], dom: number = this.dom): boolean {
+  /**
+   * Record one state transition. Returns its sequence number (live state can remember which
+   * event last changed it, for replay-equals-state), or -1 if it had to be dropped (counted).
+   */
+  emit<K extends EventKind>(kind: K, payload: EventPayloads[K], dom: number = this.dom): number {
     const tsNs = this.clock.nowNs();
     const tail = this.tail;
     tail[0] = tsNs;
@@ -112,7 +116,7 @@ export class EventWriter implements EventEmitter {
     if (!this.reserve(slots)) {
       this.droppedLocal++;
       Atomics.add(this.control, CTL_DROPPED, 1);
-      return false;
+      return -1;
     }
     const seq = Number(Atomics.add(this.seq, 0, 1n));
     rec.writeDoubleBE(seq, 2);
@@ -133,7 +137,7 @@ export class EventWriter implements EventEmitter {
     }
     if (this.front.pushRequestsAndCheckNotify()) this.bells.raise(this.id);
     this.emittedLocal++;
-    return true;
+    return seq;
   }
 
   private reserve(slots: number): boolean {
@@ -155,5 +159,8 @@ export class EventWriter implements EventEmitter {
   }
 }
 
-/** Emits nothing; for daemons run without a log. */
-export const nullEmitter: EventEmitter = { emit: () => true };
+/** Emits nothing; for daemons run without a log. Numbers its events so callers still get seqs. */
+export function nullEmitter(): EventEmitter {
+  let seq = 0;
+  return { emit: () => seq++ };
+}
