@@ -197,6 +197,20 @@ export class EvtchnDoorbells {
     return (Atomics.and(this.pending, port >>> 5, ~bit) & bit) !== 0;
   }
 
+  /**
+   * Forget every port: not pending, unmasked, unbound (a domid is being reused). Generations are
+   * kept, so a waiter that still sleeps on an old value is not confused.
+   */
+  reset(): void {
+    for (let w = 0; w < this.words; w++) {
+      Atomics.store(this.pending, w, 0);
+      Atomics.store(this.masked, w, 0);
+    }
+    for (let i = 0; i < this.bound.length; i++) Atomics.store(this.bound, i, 0);
+    for (let v = 0; v < this.maxWaiters; v++) Atomics.store(this.sel, v, 0);
+    for (let p = 0; p < this.maxPorts; p++) Atomics.store(this.owner, p, -1);
+  }
+
   /** The waiter handle for waiter `v`, to be used by the one thread that services it. */
   waiter(v: number): EvtchnWaiter {
     assert(Number.isInteger(v) && v >= 0 && v < this.maxWaiters, `waiter ${v} outside 0..${this.maxWaiters - 1}`);

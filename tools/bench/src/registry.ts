@@ -73,7 +73,11 @@ export const BENCHMARKS: Registry = {
     description: 'shared ring (msgpack / raw slots) vs MessagePort vs piscina: throughput and ping-pong latency',
     load: async () => (await import('./ring/bench.js')).ringBenchmark,
   },
-  // eventlog, grant, blk: add here as `name: { description, load }`.
+  eventlog: {
+    description: 'event log: emitters → sink → disk (events/s, ns/emit), ring with the log on vs off, reading a log back',
+    load: async () => (await import('./eventlog/bench.js')).eventlogBenchmark,
+  },
+  // grant, blk: add here as `name: { description, load }`.
 };
 
 /** Check that an option value fits its spec; returns an error message or null. */

@@ -10,6 +10,7 @@
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import { BackRing, EvtchnDoorbells, FrontRing, SharedRing, type EvtchnWaiter } from '@pvsim/ring';
+import type { LogChannelSpec } from '@pvsim/eventlog';
 import {
   BACK_PORT,
   BACK_WAITER,
@@ -61,6 +62,18 @@ export interface WorkerConfig {
   tuning: Tuning;
   ring?: RingShared;
   port?: MessagePort;
+  /**
+   * Optional (the eventlog benchmark): an event-log channel this end emits on, one event per
+   * request consumed (back) or response taken (front). msgpack variant only. Absent: the worker
+   * does exactly what it does for the ring benchmark and never loads the event log.
+   */
+  log?: LogChannelSpec;
+}
+
+/** Events this end emitted / dropped; present only when the config had a `log` channel. */
+export interface LogCounts {
+  emitted: number;
+  dropped: number;
 }
 
 /** Wake-up accounting, to see whether anybody is woken needlessly. */
@@ -87,6 +100,7 @@ export interface FrontResult {
   /** Wall time of each phase, ms: throughput warm-up, throughput, ping warm-up, ping-pong. */
   phasesMs: [number, number, number, number];
   sink: number;
+  log?: LogCounts;
 }
 
 export interface BackResult {
@@ -98,6 +112,7 @@ export interface BackResult {
   /** From the end of the throughput warm-up to the end of the timed throughput phase (batch granularity). */
   tputWake: WakeStats;
   sink: number;
+  log?: LogCounts;
 }
 
 export type WorkerMessage = FrontResult | BackResult | { type: 'ready' } | { type: 'error'; message: string };
@@ -381,12 +396,24 @@ async function portBack(cfg: WorkerConfig): Promise<BackResult> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// With an event log (the eventlog benchmark)
+
+async function runWithLog(cfg: WorkerConfig, p: RingProtocol<BlkReq, BlkRsp>, spec: LogChannelSpec): Promise<FrontResult | BackResult> {
+  const { withEventLog } = await import('../eventlog/ring-hook.js');
+  const hook = withEventLog(p, cfg.role, spec);
+  const r = cfg.role === 'front' ? await ringFront(cfg, hook.proto) : await ringBack(cfg, hook.proto);
+  return { ...r, log: hook.counts() };
+}
+
+// ---------------------------------------------------------------------------------------------
 
 function run(cfg: WorkerConfig): Promise<FrontResult | BackResult> {
+  if (cfg.log && cfg.variant !== 'msgpack') return Promise.reject(new Error(`a log channel is supported with the msgpack variant only, not ${cfg.variant}`));
   if (cfg.variant === 'port') return cfg.role === 'front' ? portFront(cfg) : portBack(cfg);
   // Separate call sites per protocol; each worker runs one protocol only.
   if (cfg.variant === 'msgpack') {
     const p = msgpackProtocol();
+    if (cfg.log) return runWithLog(cfg, p, cfg.log);
     return cfg.role === 'front' ? ringFront(cfg, p) : ringBack(cfg, p);
   }
   const p = rawProtocol();

@@ -1,0 +1,3 @@
+export * from './shared.js';
+export * from './client.js';
+export * from './events.js';
