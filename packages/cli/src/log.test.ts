@@ -10,12 +10,10 @@ import { mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Packr } from 'msgpackr';
-import { FRAME_HEADER_BYTES, SegmentWriter, openLog, segmentName } from '@pvsim/eventlog';
+import { SegmentWriter, openLog, segmentName } from '@pvsim/eventlog';
 
 const BIN = fileURLToPath(new URL('../bin/pvsim.js', import.meta.url));
 const DIST_MAIN = fileURLToPath(new URL('../dist/main.js', import.meta.url));
-const packr = new Packr({ useRecords: false });
 
 interface Ev {
   seq: number;
@@ -34,11 +32,15 @@ function run(...args: string[]): { code: number | null; stdout: string; stderr: 
 
 const lines = (s: string): string[] => s.split('\n').filter((l) => l.length > 0);
 
-async function writeLog(dir: string, events: readonly Ev[], segmentBytes?: number): Promise<void> {
-  const w = new SegmentWriter(dir, { runId: 'cli-test', seed: 99 }, segmentBytes);
-  for (const e of events) w.add(e.seq, e.tsNs, packr.pack([e.seq, e.tsNs, e.dom, e.thread, e.kind, e.v, e.payload]));
+/** `blockBytes` small gives many blocks (CRC-guarded frames of records) per segment. */
+async function writeLog(dir: string, events: readonly Ev[], segmentBytes?: number, blockBytes?: number): Promise<void> {
+  const w = new SegmentWriter(dir, { runId: 'cli-test', seed: 99 }, segmentBytes, { blockBytes });
+  for (const e of events) w.addEvent(e);
   await w.close();
 }
+
+/** Index of the block (footer index entry) of the only segment that holds `seq`. */
+const blockOf = (index: readonly [number, number, number][], seq: number): number => index.findLastIndex(([first]) => first <= seq);
 
 /** A small run: writers announced, grants mapped and unmapped, event-channel sends, a gap, drops. */
 function runEvents(): Ev[] {
@@ -208,37 +210,45 @@ describe('pvsim log timeline', () => {
 });
 
 describe('errors', () => {
-  it('a corrupt log: the records before the damage, then one line naming the byte offset, exit 1', async () => {
+  it('a corrupt log: the records of the blocks before the damage, then one line naming the block’s byte offset, exit 1', async () => {
     const dir = join(root, 'corrupt');
-    await writeLog(dir, events);
+    await writeLog(dir, events, undefined, 512);
     const file = join(dir, segmentName(0));
-    const info = await openLog(dir);
-    let off = info.segments[0]!.recordsOffset;
-    for (const e of events.slice(0, 30)) off += FRAME_HEADER_BYTES + packr.pack([e.seq, e.tsNs, e.dom, e.thread, e.kind, e.v, e.payload]).length;
+    const index = (await openLog(dir)).segments[0]!.footer!.index;
+    // Damage the last byte of the block holding the 31st record: none of that block is shown.
+    const b = blockOf(index, events[30]!.seq);
+    expect(b).toBeGreaterThan(0);
+    expect(b).toBeLessThan(index.length - 1);
+    const [firstSeq, off] = index[b]!;
     const bytes = await readFile(file);
-    bytes[off + FRAME_HEADER_BYTES + 3]! ^= 0x40;
+    bytes[index[b + 1]![1] - 1]! ^= 0x40;
     await writeFile(file, bytes);
     const r = run('log', 'show', dir, '--json');
     expect(r.code).toBe(1);
-    expect(lines(r.stdout)).toHaveLength(30);
-    expect(r.stderr).toBe(`pvsim: ${file}: corrupt log at byte offset ${off}: frame CRC mismatch\n`);
+    const before = events.filter((e) => e.seq < firstSeq);
+    expect(before.length).toBeGreaterThan(0);
+    expect(lines(r.stdout).map((l) => JSON.parse(l) as Ev)).toEqual(before);
+    expect(r.stderr).toBe(`pvsim: ${file}: corrupt log at byte offset ${off}: block CRC mismatch\n`);
     expect(run('log', 'stats', dir).code).toBe(1);
   });
 
-  it('a truncated log: every complete record, a warning on stderr, exit 0', async () => {
+  it('a truncated log: every record of the complete blocks, a warning on stderr, exit 0', async () => {
     const dir = join(root, 'truncated');
-    await writeLog(dir, events);
+    await writeLog(dir, events, undefined, 512);
     const file = join(dir, segmentName(0));
     const info = await openLog(dir);
+    const [lastFirstSeq, lastOffset] = info.segments[0]!.footer!.index.at(-1)!;
     await truncate(file, info.segments[0]!.footerOffset! - 5);
+    const complete = events.filter((e) => e.seq < lastFirstSeq);
+    expect(complete.length).toBeGreaterThan(events.length / 2);
     const r = run('log', 'show', dir, '--json');
     expect(r.code).toBe(0);
-    expect(lines(r.stdout).map((l) => JSON.parse(l) as Ev)).toEqual(events.slice(0, -1));
+    expect(lines(r.stdout).map((l) => JSON.parse(l) as Ev)).toEqual(complete);
     expect(lines(r.stderr)).toHaveLength(1);
-    expect(r.stderr).toMatch(/^pvsim: warning: .*seg-000000\.pvlog: at byte offset \d+: truncated: last frame is cut off/);
+    expect(r.stderr).toMatch(new RegExp(`^pvsim: warning: .*seg-000000\\.pvlog: at byte offset ${lastOffset}: truncated: last frame is cut off`));
     const s = run('log', 'stats', dir, '--json');
     expect(s.code).toBe(0);
-    expect(JSON.parse(s.stdout)).toMatchObject({ records: events.length - 1, cleanEnd: false, truncatedTail: { file } });
+    expect(JSON.parse(s.stdout)).toMatchObject({ records: complete.length, cleanEnd: false, truncatedTail: { file } });
   });
 
   it('a missing file or an empty directory: one clear line, exit 1', async () => {

@@ -4,12 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Packr } from 'msgpackr';
-import { SegmentWriter, stateSnapshot, writeSnapshotFile, type StateSnapshot } from '@pvsim/eventlog';
+import { SegmentWriter, openLog, stateSnapshot, writeSnapshotFile, type StateSnapshot } from '@pvsim/eventlog';
 
 /** The built CLI, as users run it. */
 const PVSIM = fileURLToPath(new URL('../bin/pvsim.js', import.meta.url));
-const packr = new Packr({ useRecords: false });
 
 type Rec = [seq: number, tsNs: number, dom: number, thread: number, kind: string, version: number, payload: Record<string, unknown>];
 
@@ -18,13 +16,16 @@ afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-/** A run directory: `<run>/log/seg-*.pvlog` and, if given, `<run>/snapshot.msgpack`. */
-async function writeRun(records: Rec[], opts: { snapshots?: StateSnapshot[]; close?: boolean } = {}): Promise<{ run: string; log: string }> {
+/**
+ * A run directory: `<run>/log/seg-*.pvlog` and, if given, `<run>/snapshot.msgpack`.
+ * `blockBytes: 1` puts every record in a block (a CRC-guarded frame) of its own.
+ */
+async function writeRun(records: Rec[], opts: { snapshots?: StateSnapshot[]; close?: boolean; blockBytes?: number } = {}): Promise<{ run: string; log: string }> {
   const run = mkdtempSync(join(tmpdir(), 'pvsim-cli-replay-'));
   dirs.push(run);
   const log = join(run, 'log');
-  const w = new SegmentWriter(log, { runId: 'replay-test', seed: 7 });
-  for (const r of records) w.add(r[0], r[1], packr.pack(r));
+  const w = new SegmentWriter(log, { runId: 'replay-test', seed: 7 }, undefined, { blockBytes: opts.blockBytes });
+  for (const [seq, tsNs, dom, thread, kind, v, payload] of records) w.addEvent({ seq, tsNs, dom, thread, kind, v, payload });
   if (opts.close ?? true) await w.close();
   else await w.flush();
   if (opts.snapshots) await writeSnapshotFile(join(run, 'snapshot.msgpack'), opts.snapshots);
@@ -133,18 +134,21 @@ describe('pvsim replay', () => {
     expect(pvsim('replay', log, '--snapshot', join(run, 'absent.msgpack')).code).toBe(1);
   });
 
-  it('a log corrupt part-way: replays what precedes the bad frame, summarises, and exits 1', async () => {
-    const { log } = await writeRun(CLEAN);
+  it('a log corrupt part-way: replays what precedes the bad block, summarises, and exits 1', async () => {
+    const { log } = await writeRun(CLEAN, { blockBytes: 1 });
     const seg = join(log, readdirSync(log)[0]!);
+    const [lastSeq, lastBlock] = (await openLog(log)).segments[0]!.footer!.index.at(-1)!;
+    expect(lastSeq).toBe(4);
     const bytes = readFileSync(seg);
-    // Flip a byte inside the last record's frame (the footer and trailer follow it).
-    const at = bytes.indexOf(Buffer.from('log.end', 'latin1'));
+    // Flip a byte inside the last block, which holds only the last record (the footer and trailer follow it).
+    const at = bytes.indexOf(Buffer.from('log.end', 'latin1'), lastBlock);
+    expect(at).toBeGreaterThan(lastBlock);
     bytes[at] = bytes[at]! ^ 0xff;
     writeFileSync(seg, bytes);
     const r = pvsim('replay', log);
     expect(r.code).toBe(1);
     expect(r.out).toContain('events      4 (last seq 3)');
-    expect(r.out).toMatch(/^corrupt {5}.*corrupt log at byte offset \d+: .*: replay stopped there$/m);
+    expect(r.out).toMatch(new RegExp(`^corrupt {5}.*corrupt log at byte offset ${lastBlock}: block CRC mismatch: replay stopped there$`, 'm'));
     expect(r.out).toContain('log corrupt');
     expect(r.err).toMatch(/^pvsim: .*seg-000000\.pvlog: corrupt log at byte offset \d+/);
   });

@@ -4,36 +4,40 @@
  *
  *   offset 0   'PVSIMLOG' (8 bytes), u32 LE format version, u32 LE header length H
  *   offset 16  header: msgpack map of H bytes (`SegmentHeader`)
- *   then       frames: u32 LE length L, u32 LE CRC-32 of the L bytes, L bytes = one msgpack record
- *              array [seq, tsNs, dom, thread, kind, version, payload]
+ *   then       blocks: u32 LE length L, u32 LE CRC-32 of the L bytes, then L bytes of binary
+ *              records (record.ts) back to back, each starting with its u16 length. A kind's
+ *              definition record precedes its first use in every segment, so a segment reads
+ *              on its own.
  *   on close   footer frame: u32 FOOTER_MARK, u32 CRC-32, u32 length F, F bytes msgpack
- *              `SegmentFooter` (counts, first/last seq and time, a sparse seq/time → offset index)
+ *              `SegmentFooter` (counts, first/last seq and time, min/max time, and an index
+ *              entry [first seq, offset, first time] per block)
  *   last 16    trailer: u32 LE footer offset, u32 0, 'PVSIMEND'
  *
  * A segment without a valid trailer was not closed (the process died): readers scan it and
- * report a truncated last frame by its offset instead of misreading it. CRC-32 (zlib's, native
- * in Node) guards every frame.
+ * report a truncated last block by its offset instead of misreading it. CRC-32 (zlib's, native
+ * in Node) guards every block.
  */
 import { crc32 } from 'node:zlib';
 import { open, mkdir, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
+import { KindCodec, REC_BYTES_MAX, REC_HEADER_BYTES, REC_KIND, REC_LEN, REC_SEQ, REC_TS, encodeKindDef, encodeRecordInto, localKindDef, type KindDef } from './record.js';
 import { assert } from '@pvsim/abi';
 
 export const LOG_MAGIC = Buffer.from('PVSIMLOG', 'latin1');
 export const LOG_END_MAGIC = Buffer.from('PVSIMEND', 'latin1');
-export const LOG_FORMAT_VERSION = 1;
+export const LOG_FORMAT_VERSION = 2;
 export const SEGMENT_PREFIX_BYTES = 16;
 export const FRAME_HEADER_BYTES = 8;
 export const TRAILER_BYTES = 16;
 /** Marks the footer frame: no record is this long. */
 export const FOOTER_MARK = 0xffff_ffff;
-/** The longest record frame a reader accepts; anything longer is corruption. */
+/** The longest block a reader accepts; anything longer is corruption. */
 export const FRAME_MAX_BYTES = 1 << 20;
+/** A block is sealed once it holds this many bytes (or at every flush). */
+export const BLOCK_BYTES_DEFAULT = 64 << 10;
 /** Default segment size limit. */
 export const SEGMENT_BYTES_DEFAULT = 64 << 20;
-/** One index entry per this many records (and at least one per segment). */
-export const INDEX_EVERY_RECORDS = 4096;
 
 export interface SegmentHeader {
   format: number;
@@ -55,8 +59,13 @@ export interface SegmentFooter {
   lastSeq: number | null;
   firstTsNs: number | null;
   lastTsNs: number | null;
-  /** Sparse index: [seq, byte offset of its frame, tsNs]. */
+  /** Smallest and largest timestamps in the segment (threads' clocks interleave). */
+  minTsNs: number | null;
+  maxTsNs: number | null;
+  /** One entry per block: [first seq, byte offset of the block, first tsNs]. */
   index: [number, number, number][];
+  /** Every kind defined in the segment, so a reader may start at any block. */
+  kinds: KindDef[];
 }
 
 /** A corrupt or truncated log: which file, at which byte, and what is wrong. */
@@ -86,12 +95,12 @@ export function encodeSegmentPrefix(h: SegmentHeader): Buffer {
   return out;
 }
 
-/** Append one frame for `record` (msgpack bytes) at `out[off]`; returns the new offset. */
-export function writeFrame(out: Buffer, off: number, record: Uint8Array): number {
-  out.writeUInt32LE(record.length, off);
-  out.writeUInt32LE(crc32(record), off + 4);
-  out.set(record, off + FRAME_HEADER_BYTES);
-  return off + FRAME_HEADER_BYTES + record.length;
+/** Append one block frame holding `records` (binary records back to back); returns the new offset. */
+export function writeFrame(out: Buffer, off: number, records: Uint8Array): number {
+  out.writeUInt32LE(records.length, off);
+  out.writeUInt32LE(crc32(records), off + 4);
+  out.set(records, off + FRAME_HEADER_BYTES);
+  return off + FRAME_HEADER_BYTES + records.length;
 }
 
 export function encodeFooterAndTrailer(footer: SegmentFooter, footerOffset: number): Buffer {
@@ -108,39 +117,54 @@ export function encodeFooterAndTrailer(footer: SegmentFooter, footerOffset: numb
   return out;
 }
 
-/** A segment as the writer sees it: its projected size is exact, so index offsets are final at `add`. */
 interface OpenSegment {
   n: number;
   prefix: Buffer;
   footer: SegmentFooter;
-  sinceIndex: number;
-  /** Bytes of the segment so far, counting frames not yet written. */
+  /** Bytes of the segment so far, counting blocks not yet written. */
   bytes: number;
-  /** Frames queued for writing. */
+  /** Sealed blocks waiting to be written. */
   pending: Buffer;
   pendingBytes: number;
   fh: FileHandle | null;
   written: number;
+  defined: Set<number>;
 }
 
 /**
- * Writes a log directory: frames appended in order, segments rolled at a size limit, each
- * closed with its footer. Used by the sink (and by tests that need a log). `add` is synchronous
- * and cheap; `flush` does the (async) I/O. One writer per directory.
+ * Writes a log directory: records gathered into CRC-guarded blocks, segments rolled at a size
+ * limit, each closed with its footer. Used by the sink (and by tests and tools that need a
+ * log). `addRecord`/`addEvent` are synchronous and cheap; `flush` does the (async) I/O. One
+ * writer per directory.
  */
 export class SegmentWriter {
   private segs: OpenSegment[] = [];
-  private lastSeq = -1;
   private next = 0;
   private totalRecords = 0;
+  private lastSeq = -1;
+  /** The block being filled (sized in the constructor: the limit plus one largest record). */
+  private block: Buffer;
+  private blockBytes = 0;
+  private blockFirstSeq = -1;
+  private blockFirstTs = 0;
+  private readonly kinds = new Map<number, KindDef>();
+  private readonly kindsByName = new Map<string, KindCodec>();
+  private readonly blockLimit: number;
+  private readonly scratch = Buffer.allocUnsafe(REC_BYTES_MAX + 1);
+  private readonly scratchDv = new DataView(this.scratch.buffer, this.scratch.byteOffset, this.scratch.length);
 
   constructor(
     readonly dir: string,
     private readonly header: Omit<SegmentHeader, 'segment' | 'createdAt' | 'format'>,
     private readonly segmentBytes = SEGMENT_BYTES_DEFAULT,
+    opts: { blockBytes?: number } = {},
   ) {
     // Footer offsets are u32; keep every segment, footer included, well inside that.
     assert(segmentBytes >= 256 && segmentBytes <= 2 ** 31, `segment size must be 256 B..2 GiB, got ${segmentBytes}`);
+    this.blockLimit = Math.max(1, Math.min(opts.blockBytes ?? BLOCK_BYTES_DEFAULT, FRAME_MAX_BYTES - REC_BYTES_MAX - 1024));
+    // A block is sealed once it reaches the limit, so it never holds more than the limit plus a
+    // kind definition and one record.
+    this.block = Buffer.allocUnsafe(this.blockLimit + 2 * REC_BYTES_MAX + 1024);
   }
 
   get records(): number {
@@ -152,41 +176,102 @@ export class SegmentWriter {
     return this.next;
   }
 
-  /** Queue one record (msgpack bytes) with its seq and time; it reaches the file at `flush`. */
-  add(seq: number, tsNs: number, record: Uint8Array): void {
-    // Readers reject what breaks these; refuse to write it in the first place.
-    assert(seq > this.lastSeq, `log records must have increasing seqs: ${seq} after ${this.lastSeq}`);
-    assert(record.length > 0 && record.length <= FRAME_MAX_BYTES, `log record of ${record.length} bytes (1..${FRAME_MAX_BYTES})`);
+  /** Make a kind id known (the sink, from the run's kind table). */
+  defineKind(def: KindDef): void {
+    this.kinds.set(def.id, def);
+  }
+
+  /**
+   * Queue one binary record (record.ts) from `src[off, off+len)`; its kind must be defined.
+   * Seqs must increase: readers reject anything else, so it is refused here too.
+   */
+  addRecord(src: Uint8Array, off: number, len: number, dv?: DataView): void {
+    const v = dv ?? new DataView(src.buffer, src.byteOffset, src.byteLength);
+    const seq = v.getFloat64(off + REC_SEQ, true);
+    const ts = v.getFloat64(off + REC_TS, true);
+    const kindId = v.getUint16(off + REC_KIND, true);
+    // Messages are built only on failure (this runs for every record).
+    if (!(seq > this.lastSeq)) assert(false, `log records must have increasing seqs: ${seq} after ${this.lastSeq}`);
+    if (!(len >= REC_HEADER_BYTES && len <= REC_BYTES_MAX && v.getUint16(off + REC_LEN, true) === len)) assert(false, `bad record of ${len} bytes`);
     this.lastSeq = seq;
-    const need = FRAME_HEADER_BYTES + record.length;
     let seg = this.segs[this.segs.length - 1];
-    if (!seg || (seg.footer.records > 0 && seg.bytes + need > this.segmentBytes)) seg = this.startSegment();
-    const f = seg.footer;
-    if (f.firstSeq === null || seg.sinceIndex >= INDEX_EVERY_RECORDS) {
-      f.index.push([seq, seg.bytes, tsNs]);
-      seg.sinceIndex = 0;
+    const projected = (seg ? seg.bytes : 0) + FRAME_HEADER_BYTES + this.blockBytes + len + 1024;
+    if (!seg || (seg.footer.records > 0 && projected > this.segmentBytes)) {
+      this.sealBlock();
+      seg = this.startSegment();
     }
+    if (!seg.defined.has(kindId)) {
+      const def = this.kinds.get(kindId);
+      assert(def, `record of kind id ${kindId}, which was never defined`);
+      const d = encodeKindDef(def);
+      this.append(d, 0, d.length);
+      seg.defined.add(kindId);
+    }
+    if (this.blockFirstSeq < 0) {
+      this.blockFirstSeq = seq;
+      this.blockFirstTs = ts;
+    }
+    this.append(src, off, len);
+    const f = seg.footer;
     if (f.firstSeq === null) {
       f.firstSeq = seq;
-      f.firstTsNs = tsNs;
+      f.firstTsNs = ts;
     }
     f.lastSeq = seq;
-    f.lastTsNs = tsNs;
+    f.lastTsNs = ts;
+    if (f.minTsNs === null || ts < f.minTsNs) f.minTsNs = ts;
+    if (f.maxTsNs === null || ts > f.maxTsNs) f.maxTsNs = ts;
     f.records++;
-    seg.sinceIndex++;
     this.totalRecords++;
+    if (this.blockBytes >= this.blockLimit) this.sealBlock();
+  }
+
+  /** Encode and queue an event (tests, tools). Kind ids are assigned from this writer's own table. */
+  addEvent(e: { seq: number; tsNs: number; dom: number; thread: number; kind: string; payload: unknown; v?: number }): void {
+    // One id per (kind, version): a tool copying a log with mixed versions keeps each record's.
+    const key = e.v === undefined ? e.kind : `${e.kind}@${e.v}`;
+    let codec = this.kindsByName.get(key);
+    if (!codec) {
+      let id = 1;
+      while (this.kinds.has(id)) id++;
+      const def = { ...localKindDef(e.kind, id), ...(e.v !== undefined ? { version: e.v } : {}) };
+      this.defineKind(def);
+      codec = new KindCodec(def);
+      this.kindsByName.set(key, codec);
+    }
+    const n = encodeRecordInto(this.scratch, this.scratchDv, 0, codec, e);
+    this.addRecord(this.scratch, 0, n, this.scratchDv);
+  }
+
+  private append(src: Uint8Array, off: number, len: number): void {
+    if (len <= 64) {
+      const b = this.block;
+      const at = this.blockBytes;
+      for (let i = 0; i < len; i++) b[at + i] = src[off + i]!;
+    } else this.block.set(src.subarray(off, off + len), this.blockBytes);
+    this.blockBytes += len;
+  }
+
+  private sealBlock(): void {
+    if (this.blockBytes === 0) return;
+    const seg = this.segs[this.segs.length - 1]!;
+    const need = FRAME_HEADER_BYTES + this.blockBytes;
     if (seg.pendingBytes + need > seg.pending.length) {
       const bigger = Buffer.allocUnsafe(Math.max(seg.pending.length * 2, seg.pendingBytes + need));
       seg.pending.copy(bigger, 0, 0, seg.pendingBytes);
       seg.pending = bigger;
     }
-    seg.pendingBytes = writeFrame(seg.pending, seg.pendingBytes, record);
+    if (this.blockFirstSeq >= 0) seg.footer.index.push([this.blockFirstSeq, seg.bytes, this.blockFirstTs]);
+    seg.pendingBytes = writeFrame(seg.pending, seg.pendingBytes, this.block.subarray(0, this.blockBytes));
     seg.bytes += need;
+    this.blockBytes = 0;
+    this.blockFirstSeq = -1;
   }
 
-  /** Write everything queued; segments that filled up are closed with their footers. */
+  /** Seal the open block and write everything queued; segments that filled up are closed. */
   async flush(): Promise<void> {
     if (this.segs.length === 0) this.startSegment();
+    this.sealBlock();
     while (this.segs.length > 0) {
       const seg = this.segs[0]!;
       if (!seg.fh) {
@@ -219,13 +304,13 @@ export class SegmentWriter {
     const seg: OpenSegment = {
       n,
       prefix,
-      footer: { records: 0, firstSeq: null, lastSeq: null, firstTsNs: null, lastTsNs: null, index: [] },
-      sinceIndex: 0,
+      footer: { records: 0, firstSeq: null, lastSeq: null, firstTsNs: null, lastTsNs: null, minTsNs: null, maxTsNs: null, index: [], kinds: [] },
       bytes: prefix.length,
       pending: Buffer.allocUnsafe(256 << 10),
       pendingBytes: 0,
       fh: null,
       written: 0,
+      defined: new Set(),
     };
     this.segs.push(seg);
     return seg;
@@ -233,6 +318,7 @@ export class SegmentWriter {
 
   private async closeSegment(seg: OpenSegment): Promise<void> {
     const fh = seg.fh!;
+    seg.footer.kinds = [...seg.defined].map((id) => this.kinds.get(id)!);
     const tail = encodeFooterAndTrailer(seg.footer, seg.written);
     await fh.write(tail, 0, tail.length, seg.written);
     await fh.sync();

@@ -2,11 +2,12 @@
  * Reading a log back: `openLog` for what a log is (segments, headers, footers), and
  * `readEventBatches` / `readEvents` for its records, filtered.
  *
- * Reading streams: each segment is read in chunks into one reused private buffer (frames may
- * straddle chunk borders), so memory stays constant however large the log is. Every frame is
- * checked before it is believed — length bound, CRC-32, msgpack decoded into a private buffer,
- * then `recordFromArray` — and anything malformed is a `LogCorruptError` naming the file and the
- * byte offset of the frame. Records before the bad frame have already been handed out.
+ * Reading streams: each segment is read in chunks into one reused private buffer (blocks may
+ * straddle chunk borders), so memory stays constant however large the log is. Every block is
+ * checked before it is believed — length bound, CRC-32 — and every record in it is decoded
+ * against the segment's kind definitions (record.ts); anything malformed is a `LogCorruptError`
+ * naming the file and the byte offset of the block or record. Records before it have already
+ * been handed out.
  *
  * A segment without a valid trailer was not closed (the process died, or the sink is still
  * writing it). A frame of such a segment that runs past the end of the file is a truncated tail:
@@ -22,7 +23,8 @@ import { crc32 } from 'node:zlib';
 import { open, readdir, stat, type FileHandle } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { Unpackr } from 'msgpackr';
-import { recordFromArray, type EventRecord } from './schema.js';
+import type { EventRecord } from './schema.js';
+import { REC_HEADER_BYTES, RecordDecoder, kindDefFrom } from './record.js';
 import {
   FOOTER_MARK,
   FRAME_HEADER_BYTES,
@@ -48,8 +50,6 @@ export const FOOTER_MAX_BYTES = 64 << 20;
 export const TS_DISORDER_NS_DEFAULT = 1_000_000_000;
 /** Footer frame: u32 FOOTER_MARK, u32 CRC-32, u32 length, then the msgpack footer. */
 const FOOTER_FRAME_HEADER_BYTES = 12;
-/** Frames shorter than msgpackr's small-input threshold (140) are decoded from a scratch copy. */
-const SCRATCH_BYTES = 139;
 
 /** A log that cannot be opened at all: missing, or not a log. (Corruption is `LogCorruptError`.) */
 export class LogOpenError extends Error {
@@ -421,9 +421,6 @@ function crc32Range(b: Buffer, start: number, end: number): number {
 interface ReadState {
   readonly buf: Buffer;
   readonly chunkBytes: number;
-  readonly unpackr: Unpackr;
-  /** Short frames are decoded from here (see readSegment). */
-  readonly scratch: Buffer;
   readonly predicate: Predicate | null;
   readonly filter: LogFilter;
   readonly tolerateTruncatedTail: boolean;
@@ -463,15 +460,22 @@ const u32At = (b: Buffer, p: number): number => (b[p]! | (b[p + 1]! << 8) | (b[p
 
 /** Read one segment's records from `start`, yielding filtered batches (one per chunk read). */
 async function* readSegment(seg: LogSegmentInfo, start: number, isLast: boolean, st: ReadState): AsyncGenerator<EventRecord[], void, undefined> {
-  const { buf, unpackr, predicate, chunkBytes } = st;
+  const { buf, predicate, chunkBytes } = st;
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.length);
+  // Kinds are defined inside each segment; a closed segment also lists them all in its footer,
+  // so reading may start at any block.
+  const decoder = new RecordDecoder();
+  for (const k of seg.footer?.kinds ?? []) {
+    const def = kindDefFrom(k);
+    if (typeof def === 'string') throw new LogCorruptError(seg.file, seg.footerOffset ?? 0, `footer: ${def}`);
+    decoder.define(def);
+  }
   const { file } = seg;
   const closed = seg.footerOffset !== null;
   const end = seg.footerOffset ?? seg.bytes;
   const { toSeq, toNs } = st.filter;
   const stopNs = toNs === undefined ? Infinity : toNs + st.tsDisorderNs;
   const stopSeq = toSeq ?? Infinity;
-  const range = { start: 0, end: 0 };
-  const scratch = st.scratch;
   const fromStart = start === seg.recordsOffset;
   let records = 0;
   let batch: EventRecord[] = [];
@@ -509,43 +513,36 @@ async function* readSegment(seg: LogSegmentInfo, start: number, isLast: boolean,
         const frameEnd = p + FRAME_HEADER_BYTES + len;
         if (frameEnd > have) break;
         const bodyStart = p + FRAME_HEADER_BYTES;
-        let bad: string | null = null;
-        let e: EventRecord | string | null = null;
-        if (crc32Range(buf, bodyStart, frameEnd) !== u32At(buf, p + 4)) bad = 'frame CRC mismatch';
-        else {
-          // Decode from a small private buffer starting at 0: msgpackr's fast paths for short
-          // inputs (JS string decoding, its key cache) test the end offset, not the length, so a
-          // frame deep inside the read buffer would take the slow native-extractor path.
-          let src = buf;
-          if (len <= SCRATCH_BYTES) {
-            for (let i = 0; i < len; i++) scratch[i] = buf[bodyStart + i]!;
-            src = scratch;
-            range.start = 0;
-            range.end = len;
-          } else {
-            range.start = bodyStart;
-            range.end = frameEnd;
-          }
-          try {
-            e = recordFromArray(unpackr.unpack(src, range));
-          } catch (err) {
-            bad = `undecodable msgpack record (${err instanceof Error ? err.message : String(err)})`;
-          }
-          if (typeof e === 'string') bad = `bad record: ${e}`;
-          else if (e !== null && e.seq <= lastSeq) bad = `seq ${e.seq} follows seq ${lastSeq}: sequence numbers must increase`;
-        }
-        if (bad !== null || e === null || typeof e === 'string') {
+        if (crc32Range(buf, bodyStart, frameEnd) !== u32At(buf, p + 4)) {
           if (batch.length > 0) yield batch;
-          throw new LogCorruptError(file, at, bad ?? 'unreadable record');
+          throw new LogCorruptError(file, at, 'block CRC mismatch');
+        }
+        // The block's binary records, back to back.
+        let q = bodyStart;
+        let stop = false;
+        while (q < frameEnd) {
+          const rlen = q + 2 <= frameEnd ? buf[q]! | (buf[q + 1]! << 8) : 0;
+          let e: EventRecord | string | null;
+          if (rlen < REC_HEADER_BYTES || q + rlen > frameEnd) e = `record length ${rlen} does not fit its block`;
+          else e = decoder.decode(buf, dv, q, rlen);
+          if (typeof e === 'string' || (e !== null && e.seq <= lastSeq)) {
+            if (batch.length > 0) yield batch;
+            const why = typeof e === 'string' ? `bad record: ${e}` : `seq ${e!.seq} follows seq ${lastSeq}: sequence numbers must increase`;
+            throw new LogCorruptError(file, bufFileOffset + q, why);
+          }
+          q += rlen;
+          if (e === null) continue; // a kind definition
+          records++;
+          lastSeq = e.seq;
+          if (e.seq > stopSeq || e.tsNs > stopNs) {
+            st.done = true;
+            stop = true;
+            break;
+          }
+          if (predicate === null || predicate(e)) batch.push(e);
         }
         p = frameEnd;
-        records++;
-        lastSeq = e.seq;
-        if (e.seq > stopSeq || e.tsNs > stopNs) {
-          st.done = true;
-          break;
-        }
-        if (predicate === null || predicate(e)) batch.push(e);
+        if (stop) break;
       }
       st.lastSeq = lastSeq;
       if (batch.length > 0) {
@@ -611,8 +608,6 @@ export async function* readEventBatches(log: string | LogInfo, filter: LogFilter
   const st: ReadState = {
     buf: Buffer.allocUnsafe(chunkBytes + FRAME_HEADER_BYTES + FRAME_MAX_BYTES),
     chunkBytes,
-    unpackr: new Unpackr({ useRecords: false }),
-    scratch: Buffer.alloc(SCRATCH_BYTES),
     predicate: compileFilter(filter),
     filter,
     tolerateTruncatedTail: opts.tolerateTruncatedTail ?? false,

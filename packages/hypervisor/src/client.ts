@@ -551,7 +551,6 @@ export class HypercallClient {
       op.mfn = mfn;
       const seq = this.events.emit('grant.map', { granter: rd, gref: op.ref, mapper: ld, handle, hostGfn: op.hostGfn, mfn, ro: readonly, status: GNTST_okay });
       s.maptrackSeq[ld * this.mte + handle] = seq;
-      s.grantSeq[rd * this.ge + op.ref] = seq;
     } finally {
       s.unlockPair(ld, rd);
     }
@@ -644,10 +643,6 @@ export class HypercallClient {
         ? this.events.emit('grant.unmap_replace', { granter: rd, gref: ref, mapper: ld, handle, hostGfn: host, newGfn, newMfn, status: GNTST_okay })
         : this.events.emit('grant.unmap', { granter: rd, gref: ref, mapper: ld, handle, hostGfn: host, status: GNTST_okay });
       s.maptrackSeq[ld * this.mte + handle] = seq;
-      s.grantSeq[rd * this.ge + ref] = seq;
-      if (releaseZombie >= 0) {
-        // The dying granter's frame is free now (taken under the alloc lock below).
-      }
       return GNTST_okay;
     } finally {
       s.unlockPair(ld, rd0);
@@ -885,7 +880,7 @@ export class HypercallClient {
       s.evtchn[w + E_REMOTE_DOM] = rd;
       s.evtchn[w + E_REMOTE_PORT] = 0;
       Atomics.store(s.evtchn, w + E_STATE, EVTCHNSTAT_unbound);
-      this.events.emit('evtchn.alloc_unbound', { dom: d, port: p, remoteDom: rd });
+      s.evtchnSeq[d * this.ports + p] = this.events.emit('evtchn.alloc_unbound', { dom: d, port: p, remoteDom: rd });
       return p;
     } finally {
       s.unlockDomain(d);
@@ -915,7 +910,9 @@ export class HypercallClient {
       s.evtchn[rw + E_REMOTE_DOM] = ld;
       s.evtchn[rw + E_REMOTE_PORT] = lp;
       Atomics.store(s.evtchn, rw + E_STATE, EVTCHNSTAT_interdomain);
-      this.events.emit('evtchn.bind', { dom: ld, port: lp, remoteDom: rd, remotePort });
+      const seq = this.events.emit('evtchn.bind', { dom: ld, port: lp, remoteDom: rd, remotePort });
+      s.evtchnSeq[ld * this.ports + lp] = seq;
+      s.evtchnSeq[rd * this.ports + remotePort] = seq;
       s.bells[ld]!.raise(lp);
       return lp;
     } finally {
@@ -963,19 +960,23 @@ export class HypercallClient {
       const rd = s.evtchn[w + E_REMOTE_DOM]!;
       const rp = s.evtchn[w + E_REMOTE_PORT]!;
       if (rd !== rd0) return -EINVAL;
+      let remoteUnbound = false;
       if (state === EVTCHNSTAT_interdomain) {
         const rw = this.ew(rd, rp);
         if (s.evtchn[rw + E_STATE] === EVTCHNSTAT_interdomain && s.evtchn[rw + E_REMOTE_DOM] === ld && s.evtchn[rw + E_REMOTE_PORT] === port) {
           s.evtchn[rw + E_REMOTE_DOM] = ld;
           s.evtchn[rw + E_REMOTE_PORT] = 0;
           Atomics.store(s.evtchn, rw + E_STATE, EVTCHNSTAT_unbound);
+          remoteUnbound = true;
         }
       }
       Atomics.store(s.evtchn, w + E_STATE, EVTCHNSTAT_closed);
       s.evtchn[w + E_REMOTE_DOM] = 0;
       s.evtchn[w + E_REMOTE_PORT] = 0;
       s.bells[ld]!.unbind(port);
-      this.events.emit('evtchn.close', { dom: ld, port, remoteDom: state === EVTCHNSTAT_interdomain ? rd : -1, remotePort: state === EVTCHNSTAT_interdomain ? rp : -1 }, this.domid);
+      const seq = this.events.emit('evtchn.close', { dom: ld, port, remoteDom: state === EVTCHNSTAT_interdomain ? rd : -1, remotePort: state === EVTCHNSTAT_interdomain ? rp : -1 }, this.domid);
+      s.evtchnSeq[ld * this.ports + port] = seq;
+      if (remoteUnbound) s.evtchnSeq[rd * this.ports + rp] = seq;
       return 0;
     } finally {
       s.unlockPair(ld, rd0);

@@ -2,7 +2,7 @@
  * The hypervisor's events: one kind per transition. `granter`/`gref` name a grant the way
  * `pvsim log timeline --gref N --dom D` looks for it; `dom` in a payload is always a domid.
  */
-import { declareEvent } from '@pvsim/eventlog';
+import { declareEvent, type FieldType } from '@pvsim/eventlog';
 
 declare module '@pvsim/eventlog' {
   interface EventPayloads {
@@ -45,26 +45,36 @@ declare module '@pvsim/eventlog' {
   }
 }
 
-for (const [kind, doc] of [
-  ['domain.create', 'a domain was created (paused)'],
-  ['domain.pause', 'a domain was paused'],
-  ['domain.unpause', 'a domain was unpaused'],
-  ['domain.destroy', 'a domain was destroyed'],
-  ['domain.released', 'a dying domain released its last frame'],
-  ['mem.populate', 'a frame was given to a gfn'],
-  ['mem.decrease', 'a gfn gave its frame back (ballooned out)'],
-  ['grant.access', 'a grant entry was written by its granter'],
-  ['grant.end', 'a granter ended (or failed to end) foreign access'],
-  ['grant.map', 'GNTTABOP_map_grant_ref'],
-  ['grant.unmap', 'GNTTABOP_unmap_grant_ref'],
-  ['grant.unmap_replace', 'GNTTABOP_unmap_and_replace'],
-  ['grant.copy', 'GNTTABOP_copy'],
-  ['mem.fault', 'access through an unmapped page'],
-  ['mem.leak', 'read of a frame that is no longer granted'],
-  ['evtchn.alloc_unbound', 'EVTCHNOP_alloc_unbound'],
-  ['evtchn.bind', 'EVTCHNOP_bind_interdomain'],
-  ['evtchn.send', 'EVTCHNOP_send'],
-  ['evtchn.close', 'EVTCHNOP_close'],
+type F = readonly (readonly [string, FieldType])[];
+// Hot-path kinds declare binary fields (see @pvsim/eventlog's record.ts); a payload that does not
+// fit them (a hostile guest's out-of-range number) is written as msgpack instead, never lost.
+const GRANT_MAP: F = [['granter', 'i32'], ['gref', 'i32'], ['mapper', 'u16'], ['handle', 'i32'], ['hostGfn', 'i32'], ['mfn', 'i32'], ['ro', 'bool'], ['status', 'i32']];
+const GRANT_UNMAP: F = [['granter', 'i32'], ['gref', 'i32'], ['mapper', 'u16'], ['handle', 'i32'], ['hostGfn', 'i32'], ['status', 'i32']];
+const GRANT_COPY: F = [['caller', 'u16'], ['srcDom', 'i32'], ['srcGref', 'i32'], ['srcGfn', 'i32'], ['dstDom', 'i32'], ['dstGref', 'i32'], ['dstGfn', 'i32'], ['len', 'i32'], ['status', 'i32']];
+const EVTCHN_SEND: F = [['dom', 'u16'], ['port', 'u32'], ['remoteDom', 'i32'], ['remotePort', 'i32'], ['delivered', 'bool']];
+const GRANT_ACCESS: F = [['granter', 'u16'], ['gref', 'u32'], ['grantee', 'u16'], ['gfn', 'i32'], ['ro', 'bool']];
+const GRANT_END: F = [['granter', 'u16'], ['gref', 'u32'], ['ok', 'bool'], ['flags', 'u16']];
+
+for (const [kind, doc, fields] of [
+  ['domain.create', 'a domain was created (paused)', undefined],
+  ['domain.pause', 'a domain was paused', undefined],
+  ['domain.unpause', 'a domain was unpaused', undefined],
+  ['domain.destroy', 'a domain was destroyed', undefined],
+  ['domain.released', 'a dying domain released its last frame', undefined],
+  ['mem.populate', 'a frame was given to a gfn', undefined],
+  ['mem.decrease', 'a gfn gave its frame back (ballooned out)', undefined],
+  ['grant.access', 'a grant entry was written by its granter', GRANT_ACCESS],
+  ['grant.end', 'a granter ended (or failed to end) foreign access', GRANT_END],
+  ['grant.map', 'GNTTABOP_map_grant_ref', GRANT_MAP],
+  ['grant.unmap', 'GNTTABOP_unmap_grant_ref', GRANT_UNMAP],
+  ['grant.unmap_replace', 'GNTTABOP_unmap_and_replace', undefined],
+  ['grant.copy', 'GNTTABOP_copy', GRANT_COPY],
+  ['mem.fault', 'access through an unmapped page', undefined],
+  ['mem.leak', 'read of a frame that is no longer granted', undefined],
+  ['evtchn.alloc_unbound', 'EVTCHNOP_alloc_unbound', undefined],
+  ['evtchn.bind', 'EVTCHNOP_bind_interdomain', undefined],
+  ['evtchn.send', 'EVTCHNOP_send', EVTCHN_SEND],
+  ['evtchn.close', 'EVTCHNOP_close', undefined],
 ] as const) {
-  declareEvent({ kind, version: 1, doc });
+  declareEvent({ kind, version: 1, doc, ...(fields ? { fields } : {}) });
 }

@@ -1,3 +1,5 @@
 export * from './shared.js';
 export * from './client.js';
 export * from './events.js';
+export * from './projection.js';
+export * from './daemon.js';

@@ -103,6 +103,8 @@ export interface HypervisorSpec {
   maptrackSeq: SharedArrayBuffer;
   maptrackFree: SharedArrayBuffer;
   evtchn: SharedArrayBuffer;
+  /** Seq of the event that last changed each port (replay-equals-state). */
+  evtchnSeq: SharedArrayBuffer;
   /** One doorbell table per domain (its shared_info pending/mask bits). */
   bells: SharedArrayBuffer[];
 }
@@ -136,6 +138,7 @@ export function createHypervisorSpec(config: Partial<HypervisorConfig> = {}): Hy
     maptrackSeq: new SharedArrayBuffer(D * c.maptrackEntries * 8),
     maptrackFree: i32(D * c.maptrackEntries),
     evtchn: i32(D * c.evtchnPorts * E_WORDS),
+    evtchnSeq: new SharedArrayBuffer(D * c.evtchnPorts * 8),
     bells: Array.from({ length: D }, () => EvtchnDoorbells.create({ maxPorts: c.evtchnPorts, maxWaiters: 16 }).sab),
   };
   new Int32Array(spec.frameOwner).fill(-1);
@@ -170,6 +173,7 @@ export class HvState {
   readonly maptrackSeq: Float64Array;
   readonly maptrackFree: Int32Array;
   readonly evtchn: Int32Array;
+  readonly evtchnSeq: Float64Array;
   readonly bells: EvtchnDoorbells[];
   /** Prepared 4 KiB views, one per frame (a fresh subarray per access costs 15–20%). */
   private readonly frameViews: Uint8Array[];
@@ -194,6 +198,7 @@ export class HvState {
     this.maptrackSeq = new Float64Array(spec.maptrackSeq);
     this.maptrackFree = new Int32Array(spec.maptrackFree);
     this.evtchn = new Int32Array(spec.evtchn);
+    this.evtchnSeq = new Float64Array(spec.evtchnSeq);
     this.bells = spec.bells.map((b) => EvtchnDoorbells.attach(b));
     this.frameViews = Array.from({ length: this.c.frames }, (_, i) => this.memory.subarray(i * XEN_PAGE_SIZE, (i + 1) * XEN_PAGE_SIZE));
   }

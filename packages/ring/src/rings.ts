@@ -102,6 +102,15 @@ export class FrontRing<Req, Rsp> extends RingEnd {
     return r;
   }
 
+  /**
+   * For a producer that writes request slots itself (through `sring.directSlot(reqProdPvt + i)`
+   * or `sring.copyIn`): account `n` slots as written. The caller checked `freeRequests()`.
+   */
+  advanceRequests(n: number): void {
+    if (!(n >= 0 && n <= this.freeRequests())) assert(false, `advanceRequests(${n}) with ${this.freeRequests()} free`);
+    this.reqProdPvt = (this.reqProdPvt + n) >>> 0;
+  }
+
   /** `RING_PUSH_REQUESTS`: publish `req_prod` without a notify decision. */
   pushRequests(): void {
     Atomics.store(this.header, REQ_PROD, this.reqProdPvt);
@@ -234,6 +243,16 @@ export class BackRing<Req, Rsp> extends RingEnd {
     return this.consume(this.reqCodec, idx);
   }
 
+  /**
+   * For a consumer that reads request slots itself (`sring.slotViews(reqCons + i)`), copying
+   * each once into its own memory: account `n` requests as consumed. The caller checked
+   * `unconsumedRequests()`.
+   */
+  consumeRequests(n: number): void {
+    if (!(n >= 0 && n <= this.size - ((this.reqCons - this.rspProdPvt) >>> 0))) assert(false, `consumeRequests(${n}) beyond the free response slots`);
+    this.reqCons = (this.reqCons + n) >>> 0;
+  }
+
   /** `RING_REQUEST_CONS_OVERFLOW(r, cons)`. */
   requestConsOverflow(cons: number = this.reqCons): boolean {
     return ((cons - this.rspProdPvt) >>> 0) >= this.size;
@@ -282,7 +301,7 @@ export class BackRing<Req, Rsp> extends RingEnd {
   finalCheckForRequests(eventAhead = 1): boolean {
     if (this.unconsumedRequests() > 0) return true;
     if (this.brokenBy) return false;
-    assert(eventAhead >= 1 && eventAhead <= this.size, `eventAhead must be 1..${this.size}`);
+    if (!(eventAhead >= 1 && eventAhead <= this.size)) assert(false, `eventAhead must be 1..${this.size}`);
     Atomics.store(this.header, REQ_EVENT, (this.reqCons + eventAhead) >>> 0);
     return this.unconsumedRequests() > 0;
   }

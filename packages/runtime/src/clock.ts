@@ -18,15 +18,21 @@ export interface Clock {
 
 /** Real time: `performance.now()` against a shared epoch, `setTimeout` for timers. */
 export class RealClock implements Clock {
+  /** `performance.now()` of this thread at the run's epoch (threads have different time origins). */
+  private readonly zeroMs: number;
+
   /** `epochMs` is a `performance.timeOrigin + performance.now()` value shared by all threads of a run. */
-  constructor(private readonly epochMs: number = performance.timeOrigin + performance.now()) {}
+  constructor(private readonly epochMs: number = performance.timeOrigin + performance.now()) {
+    this.zeroMs = epochMs - performance.timeOrigin;
+  }
 
   get epoch(): number {
     return this.epochMs;
   }
 
   nowNs(): number {
-    return Math.round((performance.timeOrigin + performance.now() - this.epochMs) * 1e6);
+    // Integer nanoseconds; `| 0` would overflow after 2 s, so floor a float instead.
+    return Math.floor((performance.now() - this.zeroMs) * 1e6);
   }
 
   setTimer(delayMs: number, fn: () => void): TimerHandle {

@@ -250,7 +250,7 @@ export const eventlogBenchmark: Benchmark = {
         head: ['variant', 'min', 'median', 'max', 'median vs off'],
         rows: [
           ['log off', fmtRate(offS.min), fmtRate(offS.median), fmtRate(offS.max), fmtRatio(1)],
-          ['log on (back: bench.blk per request, front: bench.blk_done per response)', fmtRate(onS.min), fmtRate(onS.median), fmtRate(onS.max), fmtRatio(ratioMedians)],
+          ['log on (backend emits bench.blk per request)', fmtRate(onS.min), fmtRate(onS.median), fmtRate(onS.max), fmtRatio(ratioMedians)],
           ['per-round ratio on / off', ...(() => {
             const s = sm(paired);
             return [fmtRatio(s.min), fmtRatio(s.median), fmtRatio(s.max), ''];

@@ -16,9 +16,10 @@ declare module '@pvsim/eventlog' {
   }
 }
 
-declareEvent({ kind: 'bench.grant', version: 1, doc: 'benchmark: a grant mapped (synthetic)' });
-declareEvent({ kind: 'bench.blk', version: 1, doc: 'benchmark: the ring backend consumed a request' });
-declareEvent({ kind: 'bench.blk_done', version: 1, doc: 'benchmark: the ring frontend took a response' });
+// Hot-path kinds declare their fields: emitted as a fixed binary struct, not msgpack.
+declareEvent({ kind: 'bench.grant', version: 1, doc: 'benchmark: a grant mapped (synthetic)', fields: [['gref', 'u32'], ['granter', 'u16'], ['handle', 'u32'], ['ro', 'bool']] });
+declareEvent({ kind: 'bench.blk', version: 1, doc: 'benchmark: the ring backend consumed a request', fields: [['id', 'u32'], ['op', 'u8'], ['sector', 'f64']] });
+declareEvent({ kind: 'bench.blk_done', version: 1, doc: 'benchmark: the ring frontend took a response', fields: [['id', 'u32'], ['status', 'i32']] });
 
 /** The payload of the `i`-th grant event of an emitter: small, realistic, not constant. */
 export function grantPayload(i: number, granter: number): { gref: number; granter: number; handle: number; ro: boolean } {
