@@ -8,6 +8,8 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { LogCorruptError, LogOpenError } from '@pvsim/eventlog';
+// Loading a package registers its event kinds, projections and auditors for log and replay.
+import '@pvsim/hypervisor';
 import { registerLog } from './commands/log.js';
 import { registerReplay } from './commands/replay.js';
 

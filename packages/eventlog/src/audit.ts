@@ -295,3 +295,15 @@ export function destroyedDomainAuditor(opts: DestroyedDomainOptions = {}): Audit
 export function genericAuditors(): Auditor[] {
   return [sequenceAuditor(), destroyedDomainAuditor()];
 }
+
+const auditorFactories = new Map<string, () => Auditor>();
+
+/** Packages register their auditors (by name, once) so that `pvsim replay` runs them too. */
+export function registerAuditor(name: string, make: () => Auditor): void {
+  auditorFactories.set(name, make);
+}
+
+/** Fresh instances of the generic auditors and every registered one. */
+export function registeredAuditors(): Auditor[] {
+  return [...genericAuditors(), ...[...auditorFactories.values()].map((f) => f())];
+}

@@ -7,7 +7,7 @@
  *       `p/<dom>/<port>`      an open event-channel port {remoteDom, remotePort, state}.
  */
 import { EVTCHNSTAT_closed, EVTCHNSTAT_interdomain, EVTCHNSTAT_unbound, GNTMAP_readonly, GTF_permit_access, GTF_readonly, GTF_type_mask } from '@pvsim/abi';
-import { keyedProjection, registerProjection, type Auditor, type EventRecord, type StateSnapshot } from '@pvsim/eventlog';
+import { keyedProjection, registerAuditor, registerProjection, type Auditor, type EventRecord, type StateSnapshot } from '@pvsim/eventlog';
 import { E_REMOTE_DOM, E_REMOTE_PORT, E_STATE, E_WORDS, MT_FLAGS, MT_GRANTER, MT_HOST_GFN, MT_INUSE, MT_REF, MT_WORDS, type HvState } from './shared.js';
 import './events.js';
 
@@ -151,3 +151,5 @@ export function teardownAuditor(): Auditor {
     },
   };
 }
+
+registerAuditor('hv.teardown', teardownAuditor);

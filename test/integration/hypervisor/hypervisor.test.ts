@@ -11,8 +11,8 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { GNTMAP_host_map, XEN_PAGE_SIZE } from '@pvsim/abi';
-import { EventWriter, readEvents, runAuditors, startSinkWorker, type EventRecord } from '@pvsim/eventlog';
-import { GATE_FAULT, Hypervisor, createHypervisorSpec, startHypervisorWorker, teardownAuditor } from '@pvsim/hypervisor';
+import { EventWriter, readEvents, runAuditors, startSinkWorker, writeSnapshotFile, type EventRecord } from '@pvsim/eventlog';
+import { GATE_FAULT, Hypervisor, createHypervisorSpec, grantsSnapshot, startHypervisorWorker, teardownAuditor } from '@pvsim/hypervisor';
 import { RealClock } from '@pvsim/runtime';
 
 const pvsim = fileURLToPath(new URL('../../../packages/cli/bin/pvsim.js', import.meta.url));
@@ -56,6 +56,12 @@ describe('hypervisor daemon thread + hypercalls on the calling thread', () => {
     // The seed's bug: a retransmit still holds the page and reads it after the unmap.
     expect(back.read(host!, 0, got, stamp)).toBe(GATE_FAULT);
     expect(guest.endForeignAccess(42)).toBe(true);
+    // Live state for replay-equals-state, taken while nothing runs: grants, mappings, ports.
+    expect(guest.grantForeignAccess(43, 0, 6, true)).toBe(0);
+    const port = guest.evtchnAllocUnbound(0);
+    expect(back.evtchnBindInterdomain(1, port)).toBeGreaterThan(0);
+    const atSeq = Number(Atomics.load(new BigInt64Array(log.hub.seq), 0)) - 1;
+    await writeSnapshotFile(join(dir, 'snapshot.msgpack'), [grantsSnapshot(hv.s, atSeq)]);
 
     expect(await hvd.request({ type: 'destroy', domid: 1 })).toEqual({ ok: true });
     await hvd.stop();
@@ -76,6 +82,13 @@ describe('hypervisor daemon thread + hypercalls on the calling thread', () => {
     events.forEach((e) => audit.onEvent(e));
     audit.finish();
     expect(audit.violations).toEqual([]);
+
+    // The CLI replays the log with the hypervisor's projection and auditors, against the snapshot.
+    const rep = spawnSync(process.execPath, [pvsim, 'replay', dir, '--check', '--snapshot', join(dir, 'snapshot.msgpack')], { encoding: 'utf8' });
+    expect(rep.stdout + rep.stderr).toMatch(/hv\.grants/);
+    expect(rep.stdout).toMatch(/1 compared/);
+    expect(rep.stdout).toMatch(/divergences\s+0/);
+    expect(rep.status).toBe(0);
 
     // "What happened to grant 42 of domain 1, and in which order."
     const tl = spawnSync(process.execPath, [pvsim, 'log', 'timeline', dir, '--gref', '42', '--dom', '1'], { encoding: 'utf8' });

@@ -16,7 +16,7 @@ import {
   LogCorruptError,
   SNAPSHOT_FILE_NAME,
   formatValue,
-  genericAuditors,
+  registeredAuditors,
   readEvents,
   readSnapshotFile,
   registeredProjections,
@@ -103,7 +103,7 @@ export async function runReplay(file: string, opts: ReplayCommandOptions, io: Re
     }
   }
 
-  const result = await replay(events(), { projections: registeredProjections(), auditors: genericAuditors(), snapshots });
+  const result = await replay(events(), { projections: registeredProjections(), auditors: registeredAuditors(), snapshots });
   const dirty = result.violations.length + result.violationsSuppressed + result.divergences.length > 0;
 
   if (opts.json) io.out(JSON.stringify(toJson(logPath, snapshotPath, result, warnings, corrupt), jsonReplacer, 2));
