@@ -33,9 +33,8 @@ import {
   GNTST_bad_gntref,
   GNTST_bad_handle,
   GNTST_bad_page,
-  GNTST_bad_virt_addr,
   GNTST_general_error,
-  GNTST_no_device_space,
+  GNTST_no_space,
   GNTST_okay,
   GNTST_permission_denied,
   GTF_permit_access,
@@ -288,7 +287,7 @@ export class HypercallClient {
     let mappingsReleased = 0;
     for (let h = 0; h < this.mte; h++) {
       if (Atomics.load(s.maptrack, (domid * this.mte + h) * MT_WORDS + MT_FLAGS) & MT_INUSE) {
-        if (this.unmapHandle(domid, h, undefined, -1) === GNTST_okay) mappingsReleased++;
+        if (this.unmapHandle(domid, h, undefined, null) === GNTST_okay) mappingsReleased++;
       }
     }
     // Its ports.
@@ -310,8 +309,10 @@ export class HypercallClient {
         if (e === P2M_INVALID || e & P2M_FOREIGN) continue;
         s.p2m[i] = P2M_INVALID;
         Atomics.add(s.p2mGen, i, 1);
-        if (Atomics.load(s.frameMaps, e) > 0) framesZombie++;
-        else {
+        if (Atomics.load(s.frameMaps, e) > 0) {
+          Atomics.store(s.frameZombie, e, 1);
+          framesZombie++;
+        } else {
           this.freeFrameLocked(e);
           Atomics.sub(s.domains, s.dw(domid, D_TOT_PAGES), 1);
           framesFreed++;
@@ -493,17 +494,16 @@ export class HypercallClient {
     try {
       if (!s.isActive(rd) || !s.isActive(ld)) return fail(GNTST_bad_domain);
       const top = Atomics.load(s.domains, s.dw(ld, D_MT_TOP));
-      if (top === 0) return fail(GNTST_no_device_space);
+      // Xen ≥ 4.16 (before: GNTST_no_device_space, which Linux still names in its warning).
+      if (top === 0) return fail(GNTST_no_space);
       if (!isU32(op.ref) || op.ref >= this.ge) return fail(GNTST_bad_gntref);
-      const hostIdx = s.p2mIndex(ld, op.hostGfn);
-      if (hostIdx < 0) return fail(GNTST_bad_virt_addr);
-      // Linux: "page must be ballooned": a map never replaces a frame the mapper owns.
-      if (Atomics.load(s.p2m, hostIdx) !== P2M_INVALID) return fail(GNTST_general_error);
       const a = (rd * this.ge + op.ref) * A_WORDS;
       const gw = (rd * this.ge + op.ref) * 2;
       const pin = s.active[a + A_PIN]!;
       if (pin !== 0 && s.active[a + A_DOMID] !== ld) return fail(GNTST_general_error);
-      if (((pin >> (readonly ? 8 : 0)) & 0xff) === 0xff) return fail(GNTST_general_error); // pin count overflow
+      // GNTPIN_incr2oflow: refuse once the counter being raised has bit 7 set (128 pins).
+      if ((pin >> (readonly ? 8 : 0)) & 0x80) return fail(GNTST_general_error);
+      let setFlags = 0;
       if (pin === 0 || (!readonly && !(pin & GNTPIN_hstw_mask))) {
         // _set_status_v1: check and pin the shared entry with a bounded cmpxchg loop (the
         // granter may be rewriting it concurrently; it is untrusted).
@@ -514,7 +514,10 @@ export class HypercallClient {
           if ((flags & (GTF_type_mask | GTF_sub_page)) !== GTF_permit_access || w0 >>> 16 !== ld) return fail(GNTST_general_error);
           if (!readonly && flags & GTF_readonly) return fail(GNTST_general_error);
           const nw = (w0 | GTF_reading | (readonly ? 0 : GTF_writing)) >>> 0;
-          if (Atomics.compareExchange(s.grant, gw, w0, nw) === w0) break;
+          if (Atomics.compareExchange(s.grant, gw, w0, nw) === w0) {
+            setFlags = (nw & ~w0) & (GTF_reading | GTF_writing);
+            break;
+          }
           if (retries++ === 4) return fail(GNTST_general_error);
         }
         if (pin === 0) {
@@ -522,12 +525,19 @@ export class HypercallClient {
           const gi = s.p2mIndex(rd, gfn);
           const e = gi < 0 ? P2M_INVALID : Atomics.load(s.p2m, gi);
           if (e === P2M_INVALID || e & P2M_FOREIGN) {
-            this.clearGrantFlags(gw, GTF_reading | GTF_writing);
+            this.clearGrantFlags(gw, setFlags);
             return fail(GNTST_bad_page);
           }
           s.active[a + A_DOMID] = ld;
           s.active[a + A_MFN] = e;
         }
+      }
+      // The host mapping comes last, as in Xen; refusing it undoes the pin. Linux's rule "page
+      // must be ballooned": a map never replaces a frame the mapper has at that gfn.
+      const hostIdx = s.p2mIndex(ld, op.hostGfn);
+      if (hostIdx < 0 || Atomics.load(s.p2m, hostIdx) !== P2M_INVALID) {
+        if (setFlags) this.clearGrantFlags(gw, setFlags);
+        return fail(GNTST_general_error);
       }
       const mfn = s.active[a + A_MFN]!;
       s.active[a + A_PIN] = pin + (readonly ? GNTPIN_hstr_inc : GNTPIN_hstw_inc);
@@ -566,13 +576,13 @@ export class HypercallClient {
 
   /** `GNTTABOP_unmap_grant_ref` on a batch. */
   unmapGrantRef(ops: GnttabUnmapGrantRef[]): number {
-    for (const op of ops) op.status = this.unmapHandle(this.domid, op.handle, op.hostGfn, -1);
+    for (const op of ops) op.status = this.unmapHandle(this.domid, op.handle, op.hostGfn, null);
     return 0;
   }
 
   /** `GNTTABOP_unmap_and_replace` (one op per call, as Linux issues it). */
   unmapAndReplace(op: GnttabUnmapAndReplace): number {
-    op.status = this.unmapHandle(this.domid, op.handle, op.hostGfn, op.newGfn);
+    op.status = this.unmapHandle(this.domid, op.handle, op.hostGfn, typeof op.newGfn === 'number' ? op.newGfn : NaN);
     return 0;
   }
 
@@ -580,9 +590,10 @@ export class HypercallClient {
    * Unmap `handle` of domain `ld`. `newGfn` >= 0: replace the mapping with the frame at
    * `newGfn` (which is emptied) instead of leaving the gfn invalid.
    */
-  private unmapHandle(ld: number, handle: number, hostGfn: number | undefined, newGfn: number): number {
+  private unmapHandle(ld: number, handle: number, hostGfn: number | undefined, replaceWith: number | null): number {
     const s = this.s;
-    const replace = newGfn >= 0;
+    const replace = replaceWith !== null;
+    const newGfn = replaceWith ?? -1;
     const emitFail = (status: number, granter = -1, gref = -1) => {
       const base = { granter, gref, mapper: ld, handle: isU32(handle) ? handle : -1, hostGfn: hostGfn ?? -1, status };
       if (replace) this.events.emit('grant.unmap_replace', { ...base, newGfn, newMfn: -1 });
@@ -638,7 +649,7 @@ export class HypercallClient {
       Atomics.store(s.domains, s.dw(ld, D_MT_TOP), top + 1);
       Atomics.sub(s.domains, s.dw(ld, D_MAPS), 1);
       const left = Atomics.sub(s.frameMaps, mfn, 1) - 1;
-      if (left === 0 && s.domState(rd) === DOMSTATE_DYING && Atomics.load(s.frameOwner, mfn) === rd) releaseZombie = mfn;
+      if (left === 0 && Atomics.load(s.frameZombie, mfn) === 1) releaseZombie = mfn;
       const seq = replace
         ? this.events.emit('grant.unmap_replace', { granter: rd, gref: ref, mapper: ld, handle, hostGfn: host, newGfn, newMfn, status: GNTST_okay })
         : this.events.emit('grant.unmap', { granter: rd, gref: ref, mapper: ld, handle, hostGfn: host, status: GNTST_okay });
@@ -655,7 +666,8 @@ export class HypercallClient {
     spinLock(s.global, G_ALLOC_LOCK);
     s.lockDomain(dom);
     try {
-      if (Atomics.load(s.frameOwner, mfn) !== dom || Atomics.load(s.frameMaps, mfn) !== 0) return;
+      if (Atomics.load(s.frameZombie, mfn) !== 1 || Atomics.load(s.frameOwner, mfn) !== dom || Atomics.load(s.frameMaps, mfn) !== 0) return;
+      Atomics.store(s.frameZombie, mfn, 0);
       this.freeFrameLocked(mfn);
       const left = Atomics.sub(s.domains, s.dw(dom, D_TOT_PAGES), 1) - 1;
       if (left === 0 && s.domState(dom) === DOMSTATE_DYING) this.releaseDomainLocked(dom);
@@ -692,9 +704,14 @@ export class HypercallClient {
       });
       return status;
     };
-    // gnttab_copy_lock_domains
-    if (!s.isActive(sd) || !s.isActive(dd)) return report(GNTST_bad_domain);
-    if ((!srcByRef && sd !== c) || (!dstByRef && dd !== c)) return report(GNTST_permission_denied);
+    // A zero-length copy succeeds before any check (gnttab_copy_one).
+    if (op.len === 0) return report(GNTST_okay);
+    // gnttab_copy_lock_domains: each side in turn, the by-frame rule before the lookup; only
+    // the literal DOMID_SELF may name a frame, not the caller's own domid.
+    if (!srcByRef && op.source.domid !== DOMID_SELF) return report(GNTST_permission_denied);
+    if (!s.isActive(sd)) return report(GNTST_bad_domain);
+    if (!dstByRef && op.dest.domid !== DOMID_SELF) return report(GNTST_permission_denied);
+    if (!s.isActive(dd)) return report(GNTST_bad_domain);
     s.lockPair(sd, dd);
     let srcPinned = -1;
     let dstPinned = -1;
@@ -739,7 +756,9 @@ export class HypercallClient {
       if (Atomics.compareExchange(s.grant, gw, w0, (w0 | want) >>> 0) === w0) break;
       if (retries++ === 4) return { status: GNTST_general_error, mfn: -1, pinnedGw: -1 };
     }
-    const pinned = set ? gw | (set << 28) : -1;
+    // The grant word's index and the flag bits this copy set (reading = bit 3, writing = bit 4),
+    // packed so the result stays a non-negative small integer: gw * 32 + bits.
+    const pinned = set ? gw * 32 + set : -1;
     let mfn: number;
     if (s.active[a + A_PIN] !== 0) mfn = s.active[a + A_MFN]!;
     else {
@@ -765,8 +784,8 @@ export class HypercallClient {
   }
 
   private releaseTransient(pinned: number, _readonly: boolean): void {
-    const gw = pinned & 0x0fff_ffff;
-    const bits = (pinned >>> 28) & (GTF_reading | GTF_writing);
+    const gw = Math.floor(pinned / 32);
+    const bits = pinned % 32 & (GTF_reading | GTF_writing);
     // Bits set by this copy are ours to clear unless a mapping pinned the entry meanwhile (it
     // cannot: we hold the granter's lock, and maps take it).
     this.clearGrantFlags(gw, bits);
@@ -952,34 +971,40 @@ export class HypercallClient {
   private closePort(ld: number, port: number): number {
     const s = this.s;
     const w = this.ew(ld, port);
-    const rd0 = s.evtchn[w + E_REMOTE_DOM]!;
-    s.lockPair(ld, rd0);
-    try {
-      const state = s.evtchn[w + E_STATE]!;
-      if (state === EVTCHNSTAT_closed) return -EINVAL;
-      const rd = s.evtchn[w + E_REMOTE_DOM]!;
-      const rp = s.evtchn[w + E_REMOTE_PORT]!;
-      if (rd !== rd0) return -EINVAL;
-      let remoteUnbound = false;
-      if (state === EVTCHNSTAT_interdomain) {
-        const rw = this.ew(rd, rp);
-        if (s.evtchn[rw + E_STATE] === EVTCHNSTAT_interdomain && s.evtchn[rw + E_REMOTE_DOM] === ld && s.evtchn[rw + E_REMOTE_PORT] === port) {
-          s.evtchn[rw + E_REMOTE_DOM] = ld;
-          s.evtchn[rw + E_REMOTE_PORT] = 0;
-          Atomics.store(s.evtchn, rw + E_STATE, EVTCHNSTAT_unbound);
-          remoteUnbound = true;
+    for (;;) {
+      // An unbound port may name any domid up to 0xffff as its future peer: lock a remote only
+      // when it is a domain of the table.
+      const peer = s.evtchn[w + E_REMOTE_DOM]!;
+      const rd0 = peer >= 0 && peer < s.c.maxDomains ? peer : ld;
+      s.lockPair(ld, rd0);
+      try {
+        // The peer changed between the look and the lock (a concurrent bind): look again.
+        if (s.evtchn[w + E_REMOTE_DOM] !== peer) continue;
+        const state = s.evtchn[w + E_STATE]!;
+        if (state === EVTCHNSTAT_closed) return -EINVAL;
+        const rp = s.evtchn[w + E_REMOTE_PORT]!;
+        let remoteUnbound = false;
+        if (state === EVTCHNSTAT_interdomain) {
+          const rw = this.ew(peer, rp);
+          if (s.evtchn[rw + E_STATE] === EVTCHNSTAT_interdomain && s.evtchn[rw + E_REMOTE_DOM] === ld && s.evtchn[rw + E_REMOTE_PORT] === port) {
+            s.evtchn[rw + E_REMOTE_DOM] = ld;
+            s.evtchn[rw + E_REMOTE_PORT] = 0;
+            Atomics.store(s.evtchn, rw + E_STATE, EVTCHNSTAT_unbound);
+            remoteUnbound = true;
+          }
         }
+        Atomics.store(s.evtchn, w + E_STATE, EVTCHNSTAT_closed);
+        s.evtchn[w + E_REMOTE_DOM] = 0;
+        s.evtchn[w + E_REMOTE_PORT] = 0;
+        s.bells[ld]!.unbind(port);
+        const inter = state === EVTCHNSTAT_interdomain;
+        const seq = this.events.emit('evtchn.close', { dom: ld, port, remoteDom: inter ? peer : -1, remotePort: inter ? rp : -1 }, this.domid);
+        s.evtchnSeq[ld * this.ports + port] = seq;
+        if (remoteUnbound) s.evtchnSeq[peer * this.ports + rp] = seq;
+        return 0;
+      } finally {
+        s.unlockPair(ld, rd0);
       }
-      Atomics.store(s.evtchn, w + E_STATE, EVTCHNSTAT_closed);
-      s.evtchn[w + E_REMOTE_DOM] = 0;
-      s.evtchn[w + E_REMOTE_PORT] = 0;
-      s.bells[ld]!.unbind(port);
-      const seq = this.events.emit('evtchn.close', { dom: ld, port, remoteDom: state === EVTCHNSTAT_interdomain ? rd : -1, remotePort: state === EVTCHNSTAT_interdomain ? rp : -1 }, this.domid);
-      s.evtchnSeq[ld * this.ports + port] = seq;
-      if (remoteUnbound) s.evtchnSeq[rd * this.ports + rp] = seq;
-      return 0;
-    } finally {
-      s.unlockPair(ld, rd0);
     }
   }
 

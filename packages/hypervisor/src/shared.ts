@@ -88,6 +88,8 @@ export interface HypervisorSpec {
   memory: SharedArrayBuffer;
   frameOwner: SharedArrayBuffer;
   frameMaps: SharedArrayBuffer;
+  /** 1 for a frame of a dying domain kept alive by other domains' mappings (freed at their last unmap). */
+  frameZombie: SharedArrayBuffer;
   freeStack: SharedArrayBuffer;
   global: SharedArrayBuffer;
   domains: SharedArrayBuffer;
@@ -123,6 +125,7 @@ export function createHypervisorSpec(config: Partial<HypervisorConfig> = {}): Hy
     memory: new SharedArrayBuffer(c.frames * XEN_PAGE_SIZE),
     frameOwner: i32(c.frames),
     frameMaps: i32(c.frames),
+    frameZombie: i32(c.frames),
     freeStack: i32(c.frames),
     global: i32(G_WORDS),
     domains: i32(D * D_WORDS),
@@ -158,6 +161,7 @@ export class HvState {
   readonly memory: Uint8Array;
   readonly frameOwner: Int32Array;
   readonly frameMaps: Int32Array;
+  readonly frameZombie: Int32Array;
   readonly freeStack: Int32Array;
   readonly global: Int32Array;
   readonly domains: Int32Array;
@@ -183,6 +187,7 @@ export class HvState {
     this.memory = new Uint8Array(spec.memory);
     this.frameOwner = new Int32Array(spec.frameOwner);
     this.frameMaps = new Int32Array(spec.frameMaps);
+    this.frameZombie = new Int32Array(spec.frameZombie);
     this.freeStack = new Int32Array(spec.freeStack);
     this.global = new Int32Array(spec.global);
     this.domains = new Int32Array(spec.domains);
