@@ -25,8 +25,8 @@ export const PART_FIRST = 1;
 export const PART_LAST = 2;
 export const PART_HEADER_BYTES = 4;
 export const PART_PAYLOAD_BYTES = LOG_SLOT_BYTES - PART_HEADER_BYTES;
-/** Default ring: 2^8 pages = 1 MiB = 4096 slots per writer. */
-export const LOG_RING_ORDER_DEFAULT = 8;
+/** Default ring: 2^10 pages = 4 MiB = 16384 slots per writer (several ms of a busy daemon). */
+export const LOG_RING_ORDER_DEFAULT = 10;
 /** Writer ids are event-channel ports of the sink's doorbell table; 0 is the sink itself. */
 export const LOG_WRITERS_MAX = 1023;
 

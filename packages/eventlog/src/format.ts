@@ -126,6 +126,8 @@ interface OpenSegment {
   /** Sealed blocks waiting to be written. */
   pending: Buffer;
   pendingBytes: number;
+  /** The other of two write buffers (swapped while one is being written). */
+  spare: Buffer | null;
   fh: FileHandle | null;
   written: number;
   defined: Set<number>;
@@ -268,8 +270,20 @@ export class SegmentWriter {
     this.blockFirstSeq = -1;
   }
 
-  /** Seal the open block and write everything queued; segments that filled up are closed. */
-  async flush(): Promise<void> {
+  private flushing: Promise<void> = Promise.resolve();
+
+  /**
+   * Seal the open block and write everything queued; segments that filled up are closed.
+   * Records may keep arriving while a flush is under way (the sink drains during disk I/O):
+   * each write takes the queued bytes out first, and flushes run one after another.
+   */
+  flush(): Promise<void> {
+    const run = this.flushing.then(() => this.flushNow());
+    this.flushing = run.catch(() => {});
+    return run;
+  }
+
+  private async flushNow(): Promise<void> {
     if (this.segs.length === 0) this.startSegment();
     this.sealBlock();
     while (this.segs.length > 0) {
@@ -281,11 +295,17 @@ export class SegmentWriter {
         seg.written = seg.prefix.length;
       }
       if (seg.pendingBytes > 0) {
-        await seg.fh.write(seg.pending, 0, seg.pendingBytes, seg.written);
-        seg.written += seg.pendingBytes;
+        const buf = seg.pending;
+        const n = seg.pendingBytes;
+        seg.pending = seg.spare ?? Buffer.allocUnsafe(buf.length);
         seg.pendingBytes = 0;
+        const at = seg.written;
+        seg.written += n;
+        await seg.fh.write(buf, 0, n, at);
+        seg.spare = buf;
       }
       if (this.segs.length === 1) break;
+      if (seg.pendingBytes > 0) continue; // more arrived for it during the write
       await this.closeSegment(seg);
       this.segs.shift();
     }
@@ -294,6 +314,7 @@ export class SegmentWriter {
   /** Flush, then close the last segment with its footer. */
   async close(): Promise<void> {
     await this.flush();
+    await this.flush(); // anything queued while the first one ran
     const seg = this.segs.shift();
     if (seg) await this.closeSegment(seg);
   }
@@ -308,6 +329,7 @@ export class SegmentWriter {
       bytes: prefix.length,
       pending: Buffer.allocUnsafe(256 << 10),
       pendingBytes: 0,
+      spare: null,
       fh: null,
       written: 0,
       defined: new Set(),

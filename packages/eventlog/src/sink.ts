@@ -446,19 +446,27 @@ export function runSinkLoop(sink: LogSink, clock: Clock, opts: SinkLoopOptions =
   const waiter = sink.waiter();
   let stopping = false;
   let lastFlush = clock.nowNs();
+  let flushing: Promise<void> | null = null;
+  let flushError: unknown = null;
   const done = (async () => {
     while (!stopping) {
+      if (flushError) throw flushError;
       const gen = waiter.generation();
       waiter.takePending(() => {});
       sink.drain();
       const now = clock.nowNs();
-      if (now - lastFlush >= flushNs) {
+      // Disk writes run in the background: writers' rings keep being drained meanwhile.
+      if (!flushing && now - lastFlush >= flushNs) {
         lastFlush = now;
-        await sink.flush();
+        flushing = sink.flush().then(
+          () => void (flushing = null),
+          (e: unknown) => void ((flushError = e), (flushing = null)),
+        );
       }
       if (stopping) break;
       await waiter.wait(gen, { timeoutMs: pollMs });
     }
+    if (flushing) await flushing;
     return sink.close();
   })();
   return {

@@ -77,7 +77,11 @@ export const BENCHMARKS: Registry = {
     description: 'event log: emitters → sink → disk (events/s, ns/emit), ring with the log on vs off, reading a log back',
     load: async () => (await import('./eventlog/bench.js')).eventlogBenchmark,
   },
-  // grant, blk: add here as `name: { description, load }`.
+  grant: {
+    description: 'grant tables from two threads at once: map+unmap batches of 11, 4 KiB grant copy vs Uint8Array.set, log on vs off',
+    load: async () => (await import('./grant/bench.js')).grantBenchmark,
+  },
+  // blk: add here as `name: { description, load }`.
 };
 
 /** Check that an option value fits its spec; returns an error message or null. */

@@ -16,6 +16,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ringEntries } from '@pvsim/abi';
 import { LOG_RING_ORDER_DEFAULT, LOG_SLOT_BYTES } from '@pvsim/eventlog';
+import { SHARED_RING_ORDER_LIMIT } from '@pvsim/ring';
 import type { Benchmark, BenchContext, BenchReport, ReportTable, TargetResult } from '../registry.js';
 import { fmtRate, fmtRatio, median, ratio, summarize, type Summary } from '../stats.js';
 import type { Tuning } from '../ring/worker.js';
@@ -122,7 +123,7 @@ export const eventlogBenchmark: Benchmark = {
   options: {
     events: { description: 'part 1: events per emitter thread (÷5 with --quick)', default: DEFAULT_EMIT_EVENTS, min: 1000, integer: true },
     emitters: { description: 'part 1: emitter threads', default: 3, min: 1, max: 64, integer: true },
-    logOrder: { description: 'log ring per writer: 2^order pages of 4 KiB, 128-byte slots', default: LOG_RING_ORDER_DEFAULT, min: 0, max: 12, integer: true },
+    logOrder: { description: 'log ring per writer: 2^order pages of 4 KiB, 128-byte slots', default: LOG_RING_ORDER_DEFAULT, min: 0, max: SHARED_RING_ORDER_LIMIT, integer: true },
     scale: { description: 'part 2: multiply the ring message counts', default: 1, min: 0.01 },
     only: { description: 'bitmask of parts: 1 emit→disk (+3 read back), 2 ring off/on', default: 3, min: 1, max: 3, integer: true },
   },
