@@ -493,7 +493,10 @@ export class HypercallClient {
     s.lockPair(ld, rd);
     try {
       if (!s.isActive(rd) || !s.isActive(ld)) return fail(GNTST_bad_domain);
-      const top = Atomics.load(s.domains, s.dw(ld, D_MT_TOP));
+      // Maptrack, pin counts and map counters are guarded by the domain locks: plain accesses.
+      // What the lock-free memory gate reads (p2m, p2m handle and generation, maptrack flags)
+      // stays atomic, and the p2m entry is written last.
+      const top = s.domains[s.dw(ld, D_MT_TOP)]!;
       // Xen ≥ 4.16 (before: GNTST_no_device_space, which Linux still names in its warning).
       if (top === 0) return fail(GNTST_no_space);
       if (!isU32(op.ref) || op.ref >= this.ge) return fail(GNTST_bad_gntref);
@@ -543,7 +546,7 @@ export class HypercallClient {
       s.active[a + A_PIN] = pin + (readonly ? GNTPIN_hstr_inc : GNTPIN_hstw_inc);
       const newTop = top - 1;
       const handle = s.maptrackFree[ld * this.mte + newTop]!;
-      Atomics.store(s.domains, s.dw(ld, D_MT_TOP), newTop);
+      s.domains[s.dw(ld, D_MT_TOP)] = newTop;
       const m = (ld * this.mte + handle) * MT_WORDS;
       s.maptrack[m + MT_GRANTER] = rd;
       s.maptrack[m + MT_REF] = op.ref;
@@ -554,8 +557,8 @@ export class HypercallClient {
       s.p2mLast[hostIdx * 2 + 1] = op.ref;
       Atomics.add(s.p2mGen, hostIdx, 1);
       Atomics.store(s.p2m, hostIdx, mfn | P2M_FOREIGN);
-      Atomics.add(s.frameMaps, mfn, 1);
-      Atomics.add(s.domains, s.dw(ld, D_MAPS), 1);
+      s.frameMaps[mfn]!++;
+      s.domains[s.dw(ld, D_MAPS)]!++;
       op.status = GNTST_okay;
       op.handle = handle;
       op.mfn = mfn;
@@ -644,11 +647,11 @@ export class HypercallClient {
         Atomics.store(s.p2m, hostIdx, P2M_INVALID);
       }
       Atomics.store(s.maptrack, m + MT_FLAGS, 0);
-      const top = Atomics.load(s.domains, s.dw(ld, D_MT_TOP));
+      const top = s.domains[s.dw(ld, D_MT_TOP)]!;
       s.maptrackFree[ld * this.mte + top] = handle;
-      Atomics.store(s.domains, s.dw(ld, D_MT_TOP), top + 1);
-      Atomics.sub(s.domains, s.dw(ld, D_MAPS), 1);
-      const left = Atomics.sub(s.frameMaps, mfn, 1) - 1;
+      s.domains[s.dw(ld, D_MT_TOP)] = top + 1;
+      s.domains[s.dw(ld, D_MAPS)]!--;
+      const left = --s.frameMaps[mfn]!;
       if (left === 0 && Atomics.load(s.frameZombie, mfn) === 1) releaseZombie = mfn;
       const seq = replace
         ? this.events.emit('grant.unmap_replace', { granter: rd, gref: ref, mapper: ld, handle, hostGfn: host, newGfn, newMfn, status: GNTST_okay })
