@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { GNTMAP_host_map, XEN_PAGE_SIZE } from '@pvsim/abi';
+import { GNTMAP_host_map, GNTMAP_readonly, XEN_PAGE_SIZE } from '@pvsim/abi';
 import { EventWriter, readEvents, runAuditors, startSinkWorker, writeSnapshotFile, type EventRecord } from '@pvsim/eventlog';
 import { GATE_FAULT, Hypervisor, createHypervisorSpec, grantsSnapshot, startHypervisorWorker, teardownAuditor } from '@pvsim/hypervisor';
 import { RealClock } from '@pvsim/runtime';
@@ -56,6 +56,20 @@ describe('hypervisor daemon thread + hypercalls on the calling thread', () => {
     // The seed's bug: a retransmit still holds the page and reads it after the unmap.
     expect(back.read(host!, 0, got, stamp)).toBe(GATE_FAULT);
     expect(guest.endForeignAccess(42)).toBe(true);
+    // The old gntdev way: unmap_and_replace with a scratch page — a later read through the stale
+    // page reference transmits a frame that is no longer granted: a leak.
+    expect(guest.grantForeignAccess(44, 0, 7, true)).toBe(0);
+    const [host2] = back.invalidGfns(host! + 1, 1);
+    const op2 = { hostGfn: host2!, flags: GNTMAP_host_map | GNTMAP_readonly, ref: 44, dom: 1 };
+    back.mapGrantRef([op2]);
+    expect(op2.status).toBe(0);
+    const stamp2 = back.stamp(host2!)!;
+    const scratchGfn = 3; // one of dom0's own frames
+    const replace = { hostGfn: host2!, newGfn: scratchGfn, handle: op2.handle! };
+    back.unmapAndReplace(replace);
+    expect(replace.status).toBe(0);
+    expect(back.read(host2!, 0, got, stamp2)).toBe(0); // the bytes go out …
+    expect(guest.endForeignAccess(44)).toBe(true); // … though the grant is no longer in use
     // Live state for replay-equals-state, taken while nothing runs: grants, mappings, ports.
     expect(guest.grantForeignAccess(43, 0, 6, true)).toBe(0);
     const port = guest.evtchnAllocUnbound(0);
@@ -70,10 +84,12 @@ describe('hypervisor daemon thread + hypercalls on the calling thread', () => {
     const events: EventRecord[] = [];
     for await (const e of readEvents(dir)) events.push(e);
     const kinds = events.map((e) => e.kind);
-    for (const k of ['domain.create', 'grant.access', 'grant.map', 'grant.unmap', 'mem.fault', 'grant.end', 'domain.destroy', 'domain.released']) expect(kinds).toContain(k);
+    for (const k of ['domain.create', 'grant.access', 'grant.map', 'grant.unmap', 'mem.fault', 'grant.unmap_replace', 'mem.leak', 'grant.end', 'domain.destroy', 'domain.released']) expect(kinds).toContain(k);
     const fault = events.find((e) => e.kind === 'mem.fault')!;
     expect(fault.dom).toBe(0);
     expect(fault.payload).toMatchObject({ dom: 0, gfn: host, granter: 1, gref: 42, write: false });
+    const leak = events.find((e) => e.kind === 'mem.leak')!;
+    expect(leak.payload).toMatchObject({ dom: 0, gfn: host2, granter: 1, gref: 44, owner: 0 });
     const map = events.find((e) => e.kind === 'grant.map')!;
     expect(map.payload).toMatchObject({ granter: 1, gref: 42, mapper: 0, handle: op.handle, status: 0 });
     expect(map.seq).toBeLessThan(fault.seq);
