@@ -12,7 +12,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { Hypervisor } from '@pvsim/hypervisor';
-import { GNTMAP_host_map, GNTMAP_readonly, GNTST_bad_handle, GNTST_general_error, GNTST_okay, GTF_readonly, GTF_reading, GTF_writing } from '@pvsim/abi';
+import { DOMID_SELF, GNTCOPY_source_gref, GNTMAP_host_map, GNTMAP_readonly, GNTST_bad_handle, GNTST_general_error, GNTST_okay, GTF_readonly, GTF_reading, GTF_writing } from '@pvsim/abi';
 
 const { spec, me, shared, granter, ownRefs, sharedRefs, hostileRefs, ownHosts, sharedHosts, iterations, seed, tag, barrier } = workerData;
 
@@ -36,7 +36,7 @@ const roGrant = new Map([...ownRefs, ...sharedRefs, ...hostileRefs].map((r) => [
 
 const held = []; // { c, handle, ref, ro, host, pool }
 const pools = { own: [...ownHosts], shared: [...sharedHosts] };
-const counts = { maps: 0, unmaps: 0, hostileRefused: 0, roRefused: 0, endRefused: 0, dataChecks: 0, badHandles: 0 };
+const counts = { maps: 0, unmaps: 0, copies: 0, hostileRefused: 0, roRefused: 0, endRefused: 0, dataChecks: 0, badHandles: 0 };
 const violations = [];
 const violate = (msg) => {
   if (violations.length < 20) violations.push(msg);
@@ -109,6 +109,14 @@ for (let it = 0; it < iterations; it++) {
     mine.unmapGrantRef([op]);
     if (op.status === GNTST_bad_handle) counts.badHandles++;
     else violate(`made-up handle ${op.handle}: status ${op.status}`);
+  } else if (r < 97) {
+    // A grant copy races the other thread's maps of the same entries: its transient pin must
+    // neither lose nor leave GTF_reading behind (checked on the shared tables at the end).
+    const ref = sharedRefs[rand(sharedRefs.length)];
+    const op = { source: { ref, domid: granter, offset: tag * 8 }, dest: { gfn: 0, domid: DOMID_SELF, offset: tag * 8 }, len: 8, flags: GNTCOPY_source_gref };
+    both.copy([op]);
+    if (op.status === GNTST_okay) counts.copies++;
+    else violate(`copy from shared ref ${ref}: status ${op.status}`);
   } else if (held.length) {
     const m = held[rand(held.length)];
     const f = gr.grantEntry(m.ref).flags;

@@ -83,6 +83,7 @@ describe('grant maps from two threads', () => {
       expect(r.counts.roRefused).toBeGreaterThan(100);
       expect(r.counts.endRefused).toBeGreaterThan(100);
       expect(r.counts.dataChecks).toBeGreaterThan(100);
+      expect(r.counts.copies).toBeGreaterThan(100);
       expect(r.counts.maps).toBe(r.counts.unmaps);
     }
 
