@@ -61,10 +61,19 @@ interface Transaction {
   id: number;
   conn: Conn;
   root: Node;
-  /** Absolute paths read or written, with the generation each had (-1: absent) when first seen. */
+  /**
+   * Absolute paths the transaction accessed, with the generation each had when first seen
+   * (-1: absent). Ancestors of a changed path are recorded as EXISTS (-2): only their existence
+   * matters, as in cxenstored (a sibling created meanwhile is no conflict).
+   */
   seen: Map<string, number>;
   /** Paths the transaction itself changed: what it sees there is its own doing, not a conflict. */
   dirty: Set<string>;
+  /** The store generation when the transaction started: a node of its copy with a higher
+   * generation was changed by the transaction itself. */
+  startGen: number;
+  /** Nodes owned per domain as the transaction sees them (quota inside the transaction). */
+  owned: Map<number, number>;
   ops: Op[];
 }
 
@@ -91,6 +100,8 @@ export interface XenStoreOptions {
 }
 
 const PATH_CHARS = /^[A-Za-z0-9\-/_@]+$/;
+/** In a transaction's `seen`: the path existed (its generation is not compared). */
+const EXISTS = -2;
 
 /** The whole permission list as the wire prints it, e.g. `b0,r1`. */
 export const permsToString = (perms: readonly XsPerm[]): string => perms.map((p) => `${p.mode}${p.dom}`).join(',');
@@ -110,6 +121,11 @@ export class XenStore {
   private readonly conns = new Map<number, Conn>();
   private readonly txs = new Map<number, Transaction>();
   private readonly introduced = new Set<number>();
+  /** Permissions of the special watch paths: who receives their events. */
+  private readonly specials = new Map<string, XsPerm[]>([
+    ['@introduceDomain', [{ dom: 0, mode: 'n' }]],
+    ['@releaseDomain', [{ dom: 0, mode: 'r' }]],
+  ]);
   /** Nodes owned per domain (quota). */
   private readonly owned = new Map<number, number>();
   private nextConn = 1;
@@ -154,9 +170,9 @@ export class XenStore {
     if (!abs.ok) return abs;
     const { root, t } = ctx.value;
     const n = this.lookup(root, abs.value, t);
-    if (!n) return fail('ENOENT');
+    if (!n) return fail(this.missing(root, abs.value, conn.dom));
     if (!this.canRead(conn.dom, n)) return fail('EACCES');
-    return ok(n.value);
+    return ok(Buffer.from(n.value));
   }
 
   directory(conn: XsConnection, path: string, tx = 0): XsResult<string[]> {
@@ -166,7 +182,7 @@ export class XenStore {
     if (!abs.ok) return abs;
     const { root, t } = ctx.value;
     const n = this.lookup(root, abs.value, t);
-    if (!n) return fail('ENOENT');
+    if (!n) return fail(this.missing(root, abs.value, conn.dom));
     if (!this.canRead(conn.dom, n)) return fail('EACCES');
     return ok([...n.children.keys()]);
   }
@@ -174,11 +190,13 @@ export class XenStore {
   getPerms(conn: XsConnection, path: string, tx = 0): XsResult<XsPerm[]> {
     const ctx = this.context(conn, tx);
     if (!ctx.ok) return ctx;
+    const special = this.specials.get(path);
+    if (special) return ok(special.map((p) => ({ ...p })));
     const abs = this.absolute(conn, path);
     if (!abs.ok) return abs;
     const { root, t } = ctx.value;
     const n = this.lookup(root, abs.value, t);
-    if (!n) return fail('ENOENT');
+    if (!n) return fail(this.missing(root, abs.value, conn.dom));
     if (!this.canRead(conn.dom, n)) return fail('EACCES');
     return ok(n.perms.map((p) => ({ ...p })));
   }
@@ -200,6 +218,12 @@ export class XenStore {
   setPerms(conn: XsConnection, path: string, perms: XsPerm[], tx = 0): XsResult<void> {
     if (perms.length === 0) return fail('EINVAL');
     for (const p of perms) if (!Number.isInteger(p.dom) || p.dom < 0 || p.dom > 0xffff || !'nrwb'.includes(p.mode)) return fail('EINVAL');
+    if (this.specials.has(path)) {
+      // Special watch paths carry permissions too: who receives their events (dom0 only).
+      if (conn.dom !== 0) return fail('EACCES');
+      this.specials.set(path, perms.map((p) => ({ dom: p.dom, mode: p.mode })));
+      return OK_VOID;
+    }
     return this.change(conn, path, tx, (abs) => ({ t: 'perms', path: abs, perms: perms.map((p) => ({ dom: p.dom, mode: p.mode })) }));
   }
 
@@ -208,7 +232,7 @@ export class XenStore {
     if (!c) return fail('EINVAL');
     if (c.dom !== 0 && c.txs.size >= this.quota.transactionsPerConnection) return fail('ENOSPC');
     const id = this.nextTx++;
-    this.txs.set(id, { id, conn: c, root: this.root.clone(), seen: new Map(), dirty: new Set(), ops: [] });
+    this.txs.set(id, { id, conn: c, root: this.root.clone(), seen: new Map(), dirty: new Set(), startGen: this.gen, owned: new Map(this.owned), ops: [] });
     c.txs.add(id);
     this.events.emit('xs.tx', { dom: c.dom, conn: c.id, tx: id, outcome: 'start' });
     return ok(id);
@@ -229,14 +253,18 @@ export class XenStore {
     }
     for (const [path, gen] of t.seen) {
       const n = this.lookup(this.root, path, null);
-      if ((n ? n.gen : -1) !== gen) {
+      const now = n ? (gen === EXISTS ? EXISTS : n.gen) : -1;
+      if (now !== gen) {
         this.events.emit('xs.tx', { dom: conn.dom, conn: conn.id, tx, outcome: 'EAGAIN' });
         return fail('EAGAIN');
       }
     }
-    // Quota on the real tree: creations counted against their owners now.
+    // Try the ops in order on a copy of today's tree first (quota counts are today's): all of
+    // the transaction applies, or none of it.
+    const trial = this.root.clone();
+    const trialOwned = new Map(this.owned);
     for (const op of t.ops) {
-      const r = this.apply(this.root, conn.dom, op, null, true);
+      const r = this.apply(trial, conn.dom, op, null, false, true, trialOwned);
       if (!r.ok) {
         this.events.emit('xs.tx', { dom: conn.dom, conn: conn.id, tx, outcome: r.error });
         return r;
@@ -254,7 +282,8 @@ export class XenStore {
     if (!c) return fail('EINVAL');
     let abs: string;
     if (path.startsWith('@')) {
-      if (path !== '@introduceDomain' && path !== '@releaseDomain') return fail('EINVAL');
+      // Any special path may be watched; only the two known ones ever fire after registration.
+      if (path.length > XENSTORE_REL_PATH_MAX || !PATH_CHARS.test(path)) return fail('EINVAL');
       abs = path;
     } else {
       const a = this.absolute(conn, path);
@@ -282,9 +311,13 @@ export class XenStore {
     return OK_VOID;
   }
 
+  /** `XS_RESET_WATCHES`: drop all of the connection's watches and transactions. */
   resetWatches(conn: XsConnection): void {
     const c = this.conns.get(conn.id);
-    if (c) c.watches.length = 0;
+    if (!c) return;
+    c.watches.length = 0;
+    for (const tx of c.txs) this.txs.delete(tx);
+    c.txs.clear();
   }
 
   /** `XS_INTRODUCE` done by the toolstack: the domain exists; `@introduceDomain` watches fire. */
@@ -297,6 +330,21 @@ export class XenStore {
   releaseDomain(dom: number): void {
     this.introduced.delete(dom);
     for (const c of [...this.conns.values()]) if (c.dom === dom) this.disconnect(c);
+    if (dom !== 0) {
+      // Nodes the domain owned go, with their children; its entries leave other nodes' lists.
+      const owned: string[] = [];
+      const listed: [string, XsPerm[]][] = [];
+      const walk = (n: Node, path: string) => {
+        if (path !== '/' && n.perms[0]!.dom === dom) return void owned.push(path);
+        if (n.perms.some((p, i) => i > 0 && p.dom === dom)) listed.push([path, n.perms.filter((p, i) => i === 0 || p.dom !== dom)]);
+        for (const [k, c] of n.children) walk(c, path === '/' ? `/${k}` : `${path}/${k}`);
+      };
+      walk(this.root, '/');
+      const fired: Fired[] = [];
+      for (const path of owned) this.apply(this.root, 0, { t: 'rm', path }, fired);
+      for (const [path, perms] of listed) this.apply(this.root, 0, { t: 'perms', path, perms }, fired);
+      this.fire(fired);
+    }
     this.fireSpecial('@releaseDomain');
   }
 
@@ -346,12 +394,26 @@ export class XenStore {
         if (!n) break;
       }
     }
-    if (t && !t.seen.has(abs) && !ancestry(abs).some((p) => t.dirty.has(p))) {
-      // Remember what the transaction saw of the tree as of its start (its own copy, where the
-      // transaction has not changed it yet).
-      t.seen.set(abs, n ? n.gen : -1);
-    }
+    if (t) this.remember(t, abs, n ?? null, false);
     return n ?? null;
+  }
+
+  /**
+   * Record what a transaction saw at `abs` for the conflict check at commit (cxenstored: every
+   * node accessed is generation-checked unless the transaction wrote it). `existence`: only that
+   * the node exists matters (ancestors of a changed node), unless it was accessed for itself.
+   */
+  private remember(t: Transaction, abs: string, n: Node | null, existence: boolean): void {
+    const prev = t.seen.get(abs);
+    if (prev !== undefined && !(prev === EXISTS && !existence)) return;
+    if (n) {
+      if (n.gen > t.startGen) return; // the transaction's own doing
+      t.seen.set(abs, existence ? EXISTS : n.gen);
+    } else {
+      // Absent in the copy because the transaction removed it (or an ancestor): its own doing.
+      if (ancestry(abs).some((p) => t.dirty.has(p))) return;
+      t.seen.set(abs, -1);
+    }
   }
 
   private change(conn: XsConnection, path: string, tx: number, make: (abs: string) => Op): XsResult<void> {
@@ -362,9 +424,19 @@ export class XenStore {
     const op = make(abs.value);
     const { root, t } = ctx.value;
     if (t) {
-      // Everything the op depends on: the node and its ancestors, as the transaction sees them.
-      for (const p of ancestry(abs.value)) this.lookup(root, p, t);
-      const r = this.apply(root, conn.dom, op, null, false, true);
+      // What the op depends on: the node itself; the existence of its ancestors; and the
+      // deepest existing one in full when the op creates below it (it is read for the new
+      // node's permissions, as cxenstored's construct_node does).
+      const chain = ancestry(abs.value);
+      let deepest = 0;
+      for (let i = 0; i < chain.length - 1; i++) {
+        const n = this.lookup(root, chain[i]!, null);
+        if (n) deepest = i;
+        this.remember(t, chain[i]!, n, true);
+      }
+      const self = this.lookup(root, abs.value, t);
+      if (!self && op.t !== 'rm') this.remember(t, chain[deepest]!, this.lookup(root, chain[deepest]!, null), false);
+      const r = this.apply(root, conn.dom, op, null, false, true, t.owned);
       if (r.ok) {
         t.ops.push(op);
         t.dirty.add(abs.value);
@@ -375,6 +447,20 @@ export class XenStore {
     const r = this.apply(root, conn.dom, op, fired);
     if (r.ok) this.fire(fired);
     return r;
+  }
+
+  /** ENOENT, or EACCES when the caller may not read the nearest existing ancestor (cxenstored's
+   * errno_from_parents: a missing node does not reveal what the caller may not see). */
+  private missing(root: Node, abs: string, dom: number): XsError {
+    let n = root;
+    if (abs !== '/') {
+      for (const part of abs.slice(1).split('/')) {
+        const c = n.children.get(part);
+        if (!c) break;
+        n = c;
+      }
+    }
+    return this.canRead(dom, n) ? 'ENOENT' : 'EACCES';
   }
 
   private canRead(dom: number, n: Node): boolean {
@@ -390,7 +476,7 @@ export class XenStore {
    * collects watch triggers (path, node or null if removed, perms for the read check).
    * `dryRun` checks without changing anything.
    */
-  private apply(root: Node, dom: number, op: Op, fired: Fired[] | null, dryRun = false, shadow = false): XsResult<void> {
+  private apply(root: Node, dom: number, op: Op, fired: Fired[] | null, dryRun = false, shadow = false, counts: Map<number, number> = this.owned): XsResult<void> {
     const parts = op.path === '/' ? [] : op.path.slice(1).split('/');
     // Walk to the deepest existing node.
     let n = root;
@@ -407,8 +493,8 @@ export class XenStore {
       case 'write':
       case 'mkdir': {
         if (exists) {
-          if (op.t === 'mkdir') return OK_VOID;
           if (!this.canWrite(dom, n)) return fail('EACCES');
+          if (op.t === 'mkdir') return OK_VOID;
           if (dryRun) return OK_VOID;
           n.value = op.value;
           this.touched(n, op.path, real, fired);
@@ -416,11 +502,13 @@ export class XenStore {
         }
         if (!this.canWrite(dom, n)) return fail('EACCES');
         // New nodes inherit the parent's permissions; a guest owns what it creates.
+        // cxenstored's construct_node: the parent's list, with the creator as owner.
         const inherit = n.perms;
-        const perms = dom === 0 ? inherit.map((p) => ({ ...p })) : [{ dom, mode: inherit[0]!.mode }, ...inherit.slice(1).filter((p) => p.dom !== dom)];
+        const perms = dom === 0 ? inherit.map((p) => ({ ...p })) : [{ dom, mode: inherit[0]!.mode }, ...inherit.slice(1).map((p) => ({ ...p }))];
         const creating = parts.length - depth;
         const owner = perms[0]!.dom;
-        if (owner !== 0 && (this.owned.get(owner) ?? 0) + creating > this.quota.nodesPerDomain) return fail('ENOSPC');
+        // The creating connection's quota (dom0 is not limited).
+        if (dom !== 0 && (counts.get(dom) ?? 0) + creating > this.quota.nodesPerDomain) return fail('ENOSPC');
         if (dryRun) return OK_VOID;
         this.touched(n, pathOf(parts, depth), real, null);
         let path = pathOf(parts, depth);
@@ -430,7 +518,7 @@ export class XenStore {
           n = c;
           path = path === '/' ? `/${parts[i]}` : `${path}/${parts[i]}`;
           if (i === parts.length - 1 && op.t === 'write') c.value = op.value;
-          if (real) this.owned.set(owner, (this.owned.get(owner) ?? 0) + 1);
+          if (real || shadow) counts.set(owner, (counts.get(owner) ?? 0) + 1);
           // Watches fire for the path written, not for parents created on the way (cxenstored).
           this.touched(c, path, real, i === parts.length - 1 ? fired : null);
         }
@@ -438,11 +526,13 @@ export class XenStore {
       }
       case 'rm': {
         if (!exists) {
-          // Removing a missing node is fine if its parent exists (ENOENT otherwise).
+          // Removing a missing node is fine if its parent exists and may be written
+          // (ENOENT otherwise; EACCES rather than revealing what the caller may not see).
+          if (!this.canWrite(dom, n)) return fail('EACCES');
           return depth === parts.length - 1 ? OK_VOID : fail('ENOENT');
         }
-        if (parts.length === 0) return fail('EINVAL');
         if (!this.canWrite(dom, n)) return fail('EACCES');
+        if (parts.length === 0) return fail('EINVAL');
         if (dryRun) return OK_VOID;
         const parent = this.lookupPlain(root, parts.slice(0, -1));
         parent!.children.delete(parts[parts.length - 1]!);
@@ -452,8 +542,8 @@ export class XenStore {
           for (const [k, c] of x.children) walk(c, `${p}/${k}`);
         };
         walk(n, op.path);
+        if (real || shadow) for (const [, x] of removed) counts.set(x.perms[0]!.dom, (counts.get(x.perms[0]!.dom) ?? 1) - 1);
         if (real) {
-          for (const [, x] of removed) this.owned.set(x.perms[0]!.dom, (this.owned.get(x.perms[0]!.dom) ?? 1) - 1);
           const seq = this.events.emit('xs.rm', { path: op.path, dom, nodes: removed.length });
           void seq;
         }
@@ -463,16 +553,17 @@ export class XenStore {
         return OK_VOID;
       }
       case 'perms': {
-        if (!exists) return fail('ENOENT');
-        // Only the owner (or dom0) may change permissions.
+        if (!exists) return fail(this.canWrite(dom, n) ? 'ENOENT' : 'EACCES');
+        // Only the owner (or dom0) may change permissions, and only dom0 may change the owner.
         if (dom !== 0 && n.perms[0]!.dom !== dom) return fail('EACCES');
+        if (dom !== 0 && op.perms[0]!.dom !== dom) return fail('EPERM');
         if (dryRun) return OK_VOID;
-        if (real) {
+        if (real || shadow) {
           const before = n.perms[0]!.dom;
           const after = op.perms[0]!.dom;
           if (before !== after) {
-            this.owned.set(before, (this.owned.get(before) ?? 1) - 1);
-            this.owned.set(after, (this.owned.get(after) ?? 0) + 1);
+            counts.set(before, (counts.get(before) ?? 1) - 1);
+            counts.set(after, (counts.get(after) ?? 0) + 1);
           }
         }
         n.perms = op.perms.map((p) => ({ ...p }));
@@ -518,7 +609,11 @@ export class XenStore {
   }
 
   private fireSpecial(special: string): void {
-    for (const c of this.conns.values()) for (const w of c.watches) if (w.abs === special) this.deliver(c, special, w.token);
+    const perms = this.specials.get(special)!;
+    for (const c of this.conns.values()) {
+      if (!permOf(c.dom, perms, 'r')) continue;
+      for (const w of c.watches) if (w.abs === special) this.deliver(c, special, w.token);
+    }
   }
 
   private deliver(c: Conn, path: string, token: string): void {

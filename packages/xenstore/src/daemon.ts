@@ -1,0 +1,723 @@
+/**
+ * xenstored as a daemon: owns one `XenStore` and serves each domain's connection over shared
+ * rings with event-channel doorbells. Runs in-process (tests, the deterministic mode: drive
+ * `poll()` yourself, or `start()` it on the current thread) or in its own worker thread
+ * (`startXenstoredWorker`).
+ *
+ * ## The ring protocol (one connection)
+ *
+ * A connection is two `io/ring.h` rings of msgpack slots, plus a doorbell each way. The
+ * xs_wire byte stream of `xenstore-ring.txt` is replaced by whole messages in fixed slots; the
+ * fields and semantics are xs_wire's.
+ *
+ *   request ring   client = FrontRing (requests)   xenstored = BackRing (responses)
+ *     request   { id, op, tx, path?, value?, token? }
+ *               id u32 ≥ 1 chosen by the client; op is the `XS_*` type of xs_wire.h;
+ *               tx the transaction id (0 = none); value: bytes or text for XS_WRITE, the
+ *               permission list `b0,r1` for XS_SET_PERMS, 'T' (commit) / 'F' (abort) for
+ *               XS_TRANSACTION_END; token for XS_WATCH / XS_UNWATCH; for XS_GET_DOMAIN_PATH
+ *               and XS_IS_DOMAIN_INTRODUCED the domid is `path`, in decimal.
+ *     response  { id, ok: true, value? } | { id, ok: false, error: 'E…' }
+ *               value: bytes (XS_READ), string[] (XS_DIRECTORY), `b0,r1` (XS_GET_PERMS), the
+ *               transaction id (XS_TRANSACTION_START), a path (XS_GET_DOMAIN_PATH), a boolean
+ *               (XS_IS_DOMAIN_INTRODUCED). Exactly one response per request slot, in order; a
+ *               slot that does not decode, or carries no usable id, is answered with id 0.
+ *   event ring     xenstored = FrontRing (watch events)   client = BackRing (empty responses)
+ *     event     { path, token }   (XS_WATCH_EVENT: unsolicited, so it cannot ride the response
+ *               ring, whose slots belong to requests). The client releases slots with empty
+ *               responses; xenstored queues at most `XS_WATCH_EVENTS_QUEUED_MAX` events per
+ *               connection behind a full ring and counts what it drops.
+ *
+ * Events published before a response are visible to the client no later than that response
+ * (both rings' producer indices are Atomics, stored events-first); the client drains its event
+ * ring before it settles responses, so a watch event caused by a request reaches its callback
+ * before that request's promise resolves. Across connections there is no order, as in Xen.
+ *
+ * Limits are xs_wire's: path plus value (or token) at most `XENSTORE_PAYLOAD_MAX` bytes, else
+ * E2BIG. Peer data never throws: a malformed request gets an error response (EINVAL, ENOSYS for an
+ * unknown op), an impossible ring index stops that one connection (counted in `stats`), and a
+ * bug in the store is answered EIO and counted, never crashing xenstored.
+ */
+import { Worker } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import { assert } from '@pvsim/abi';
+import type { EventEmitter, LogChannelSpec, StateSnapshot } from '@pvsim/eventlog';
+import { BackRing, EvtchnDoorbells, FrontRing, SharedRing, allocateRingPages, msgpackSlotCodec, type EvtchnWaiter, type SlotCodec } from '@pvsim/ring';
+import { holdEventLoop, type KeepAlive } from '@pvsim/runtime';
+import { XenStore, parsePerm, permsToString } from './store.js';
+import { xsSnapshot } from './projection.js';
+import {
+  XENSTORE_PAYLOAD_MAX,
+  XS_DIRECTORY,
+  XS_GET_DOMAIN_PATH,
+  XS_GET_PERMS,
+  XS_INTRODUCE,
+  XS_IS_DOMAIN_INTRODUCED,
+  XS_MKDIR,
+  XS_READ,
+  XS_RELEASE,
+  XS_RESET_WATCHES,
+  XS_RESUME,
+  XS_RM,
+  XS_SET_PERMS,
+  XS_SET_TARGET,
+  XS_TRANSACTION_END,
+  XS_TRANSACTION_START,
+  XS_UNWATCH,
+  XS_WATCH,
+  XS_WRITE,
+  type WatchEvent,
+  type XsConnection,
+  type XsError,
+  type XsPerm,
+  type XsQuota,
+} from './types.js';
+
+// ─────────────────────────── protocol ───────────────────────────
+
+/** Ring order of both rings of a connection: 16 pages, 8 slots of `XS_RING_SLOT_BYTES`. */
+export const XS_RING_ORDER = 4;
+/** One whole xs_wire payload (`XENSTORE_PAYLOAD_MAX`) plus room for the msgpack framing. */
+export const XS_RING_SLOT_BYTES = XENSTORE_PAYLOAD_MAX + 256;
+/** A watch token: an event (path ≤ 3072 + token) must fit one slot. */
+export const XS_WATCH_TOKEN_MAX_BYTES = 1024;
+/** Watch events queued behind a full event ring, per connection; more are dropped and counted. */
+export const XS_WATCH_EVENTS_QUEUED_MAX = 1024;
+/** Requests taken from one connection per pass, so one busy guest cannot starve the others. */
+export const XS_REQUESTS_PER_POLL_MAX = 64;
+/** Connections one xenstored serves (its doorbell ports; port 0 is its own control port). */
+export const XS_CONNECTIONS_MAX = 1023;
+/** The doorbell port on which a client hears from xenstored (its own, per-connection table). */
+export const XS_CLIENT_PORT = 1;
+/** xenstored's control port: `stop()` rings it to wake the loop. */
+const CONTROL_PORT = 0;
+
+/** What a client puts in a request slot. */
+export interface XsWireRequest {
+  id: number;
+  op: number;
+  tx: number;
+  path?: string;
+  value?: Uint8Array | string;
+  token?: string;
+}
+
+export type XsReplyValue = Uint8Array | string | string[] | number | boolean;
+
+export type XsWireResponse = { id: number; ok: true; value?: XsReplyValue } | { id: number; ok: false; error: XsError };
+
+export interface XsWireWatchEvent {
+  path: string;
+  token: string;
+}
+
+/** Both ends construct the codec with these shapes (frozen msgpack structures). */
+const XS_STRUCTURES: readonly (readonly string[])[] = [
+  ['id', 'op', 'tx', 'path'],
+  ['id', 'op', 'tx', 'path', 'value'],
+  ['id', 'op', 'tx', 'path', 'token'],
+  ['id', 'op', 'tx'],
+  ['id', 'ok', 'value'],
+  ['id', 'ok'],
+  ['id', 'ok', 'error'],
+  ['path', 'token'],
+];
+
+/** The slot codec of both xenstore rings (one instance per end: it owns scratch state). */
+export function xsSlotCodec<T>(): SlotCodec<T> {
+  return msgpackSlotCodec<T>({ slotBytes: XS_RING_SLOT_BYTES, structures: XS_STRUCTURES });
+}
+
+/**
+ * Everything a client thread needs to reach xenstored: postMessage-able (views over
+ * SharedArrayBuffers cross threads as the same memory).
+ */
+export interface XsRingSpec {
+  /** xenstored's id of this connection. */
+  readonly conn: number;
+  /** The domain the connection speaks for (relative paths, permissions). */
+  readonly dom: number;
+  readonly slotBytes: number;
+  /** Requests and responses: the client is the front end. */
+  readonly reqPages: Uint8Array[];
+  /** Watch events: xenstored is the front end. */
+  readonly evtPages: Uint8Array[];
+  /** xenstored's doorbells; the client raises `serverPort` after publishing. */
+  readonly serverBells: SharedArrayBuffer;
+  readonly serverPort: number;
+  /** The client's doorbells (waiter 0); xenstored raises `clientPort`. */
+  readonly clientBells: SharedArrayBuffer;
+  readonly clientPort: number;
+}
+
+/** A request after validation: what the dispatcher trusts. */
+export interface XsRequest {
+  readonly id: number;
+  readonly op: number;
+  readonly tx: number;
+  readonly path: string;
+  /** XS_WRITE's value. */
+  readonly value: Buffer;
+  /** XS_SET_PERMS. */
+  readonly perms: XsPerm[];
+  /** XS_TRANSACTION_END. */
+  readonly commit: boolean;
+  /** XS_WATCH / XS_UNWATCH. */
+  readonly token: string;
+}
+
+const EMPTY = Buffer.alloc(0);
+const hasOwn = (o: object, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k);
+const isU32 = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffff_ffff;
+const PATH_OPS = new Set([XS_READ, XS_WRITE, XS_MKDIR, XS_RM, XS_DIRECTORY, XS_GET_PERMS, XS_SET_PERMS, XS_WATCH, XS_UNWATCH, XS_GET_DOMAIN_PATH, XS_IS_DOMAIN_INTRODUCED]);
+const KNOWN_OPS = new Set([...PATH_OPS, XS_TRANSACTION_START, XS_TRANSACTION_END, XS_RESET_WATCHES]);
+/** Toolstack operations: xenstored takes them from its command protocol, never from a ring. */
+const TOOLSTACK_OPS = new Set([XS_INTRODUCE, XS_RELEASE, XS_RESUME, XS_SET_TARGET]);
+
+const XS_OP_NAMES: Record<number, string> = {
+  [XS_DIRECTORY]: 'XS_DIRECTORY',
+  [XS_READ]: 'XS_READ',
+  [XS_GET_PERMS]: 'XS_GET_PERMS',
+  [XS_WATCH]: 'XS_WATCH',
+  [XS_UNWATCH]: 'XS_UNWATCH',
+  [XS_TRANSACTION_START]: 'XS_TRANSACTION_START',
+  [XS_TRANSACTION_END]: 'XS_TRANSACTION_END',
+  [XS_GET_DOMAIN_PATH]: 'XS_GET_DOMAIN_PATH',
+  [XS_WRITE]: 'XS_WRITE',
+  [XS_MKDIR]: 'XS_MKDIR',
+  [XS_RM]: 'XS_RM',
+  [XS_SET_PERMS]: 'XS_SET_PERMS',
+  [XS_IS_DOMAIN_INTRODUCED]: 'XS_IS_DOMAIN_INTRODUCED',
+  [XS_RESET_WATCHES]: 'XS_RESET_WATCHES',
+};
+export const xsOpName = (op: number): string => XS_OP_NAMES[op] ?? `XS_${op}`;
+
+/**
+ * Validate one decoded request, in protocol order: a map; its id; its op; the transaction id;
+ * the op's own fields; the payload limit. Own properties only (the value comes from a guest).
+ */
+export function xsParseRequest(m: unknown): { ok: true; req: XsRequest } | { ok: false; id: number; error: XsError } {
+  if (m === null || typeof m !== 'object' || Array.isArray(m) || m instanceof Uint8Array) return { ok: false, id: 0, error: 'EINVAL' };
+  const r = m as Record<string, unknown>;
+  const id = hasOwn(r, 'id') ? r.id : undefined;
+  if (!isU32(id) || id === 0) return { ok: false, id: 0, error: 'EINVAL' };
+  const bad = (error: XsError) => ({ ok: false as const, id, error });
+  const op = hasOwn(r, 'op') ? r.op : undefined;
+  if (typeof op !== 'number' || !Number.isInteger(op)) return bad('EINVAL');
+  if (TOOLSTACK_OPS.has(op)) return bad('EACCES');
+  if (!KNOWN_OPS.has(op)) return bad('ENOSYS');
+  const tx = hasOwn(r, 'tx') ? r.tx : 0;
+  if (!isU32(tx)) return bad('EINVAL');
+  let path = '';
+  if (PATH_OPS.has(op)) {
+    const p = hasOwn(r, 'path') ? r.path : undefined;
+    if (typeof p !== 'string' || p.length === 0) return bad('EINVAL');
+    path = p;
+  }
+  let payload = Buffer.byteLength(path) + 1;
+  let value = EMPTY;
+  let perms: XsPerm[] = [];
+  let commit = false;
+  let token = '';
+  const v = hasOwn(r, 'value') ? r.value : undefined;
+  switch (op) {
+    case XS_WRITE:
+      if (typeof v === 'string') value = Buffer.from(v, 'utf8');
+      else if (v instanceof Uint8Array) value = Buffer.from(v);
+      else return bad('EINVAL');
+      payload += value.length;
+      break;
+    case XS_SET_PERMS: {
+      if (typeof v !== 'string' || v.length === 0) return bad('EINVAL');
+      payload += Buffer.byteLength(v);
+      if (payload > XENSTORE_PAYLOAD_MAX) return bad('E2BIG');
+      for (const s of v.split(',')) {
+        const p = parsePerm(s);
+        if (!p) return bad('EINVAL');
+        perms.push(p);
+      }
+      break;
+    }
+    case XS_TRANSACTION_END:
+      if (v !== 'T' && v !== 'F') return bad('EINVAL');
+      commit = v === 'T';
+      break;
+    case XS_WATCH:
+    case XS_UNWATCH: {
+      const t = hasOwn(r, 'token') ? r.token : undefined;
+      if (typeof t !== 'string') return bad('EINVAL');
+      if (Buffer.byteLength(t) > XS_WATCH_TOKEN_MAX_BYTES) return bad('E2BIG');
+      token = t;
+      payload += Buffer.byteLength(t) + 1;
+      break;
+    }
+  }
+  if (payload > XENSTORE_PAYLOAD_MAX) return bad('E2BIG');
+  return { ok: true, req: { id, op, tx, path, value, perms, commit, token } };
+}
+
+const DOMID = /^(0|[1-9]\d{0,4})$/;
+
+/**
+ * Carry out one validated request against the store: the same code for the ring transport and
+ * the in-process client. A throw from the store is a bug in it: answered EIO, reported to `onBug`.
+ */
+export function xsDispatch(store: XenStore, conn: XsConnection, req: XsRequest, onBug?: (e: unknown) => void): XsWireResponse {
+  const { id, tx, path } = req;
+  const no = (error: XsError): XsWireResponse => ({ id, ok: false, error });
+  const reply = <T>(r: { ok: true; value: T } | { ok: false; error: XsError }, map?: (v: T) => XsReplyValue): XsWireResponse =>
+    r.ok ? (map ? { id, ok: true, value: map(r.value) } : { id, ok: true }) : no(r.error);
+  try {
+    switch (req.op) {
+      case XS_READ:
+        // A copy: the store's buffer is the node itself (the in-process client hands it out).
+        return reply(store.read(conn, path, tx), (b) => new Uint8Array(b));
+      case XS_WRITE:
+        return reply(store.write(conn, path, req.value, tx));
+      case XS_MKDIR:
+        return reply(store.mkdir(conn, path, tx));
+      case XS_RM:
+        return reply(store.rm(conn, path, tx));
+      case XS_DIRECTORY:
+        return reply(store.directory(conn, path, tx), (names) => names);
+      case XS_GET_PERMS:
+        return reply(store.getPerms(conn, path, tx), (p) => permsToString(p));
+      case XS_SET_PERMS:
+        return reply(store.setPerms(conn, path, req.perms, tx));
+      case XS_WATCH:
+        return reply(store.watch(conn, path, req.token));
+      case XS_UNWATCH:
+        return reply(store.unwatch(conn, path, req.token));
+      case XS_TRANSACTION_START:
+        return reply(store.transactionStart(conn), (t) => t);
+      case XS_TRANSACTION_END:
+        return reply(store.transactionEnd(conn, tx, req.commit));
+      case XS_RESET_WATCHES:
+        store.resetWatches(conn);
+        return { id, ok: true };
+      case XS_GET_DOMAIN_PATH:
+        return DOMID.test(path) && Number(path) <= 0xffff ? { id, ok: true, value: store.getDomainPath(Number(path)) } : no('EINVAL');
+      case XS_IS_DOMAIN_INTRODUCED:
+        return DOMID.test(path) && Number(path) <= 0xffff ? { id, ok: true, value: store.isDomainIntroduced(Number(path)) } : no('EINVAL');
+      default:
+        return no('ENOSYS');
+    }
+  } catch (e) {
+    onBug?.(e);
+    return no('EIO');
+  }
+}
+
+// ─────────────────────────── the daemon ───────────────────────────
+
+export interface XenstoredOptions {
+  events?: EventEmitter;
+  quota?: Partial<XsQuota>;
+  /** The run's latest seq (for snapshots): the worker reads the log hub's counter. */
+  seqNow?: () => number;
+  /** Called with what a store bug threw (default: console.error). */
+  onBug?: (e: unknown) => void;
+}
+
+export interface XenstoredStats {
+  connections: number;
+  requests: number;
+  /** Requests answered with an error. */
+  errors: number;
+  /** Slots that did not decode or carried no usable request. */
+  malformed: number;
+  /** Connections stopped because the guest broke a ring. */
+  brokenRings: number;
+  watchEventsSent: number;
+  watchEventsDropped: number;
+  /** Store bugs answered EIO. */
+  internalErrors: number;
+}
+
+interface RingConn {
+  readonly spec: XsRingSpec;
+  readonly store: XsConnection;
+  readonly back: BackRing<unknown, XsWireResponse>;
+  readonly evFront: FrontRing<XsWireWatchEvent, unknown>;
+  readonly client: EvtchnDoorbells;
+  /** Watch events not yet on the ring (bounded). */
+  readonly queued: XsWireWatchEvent[];
+  dead: boolean;
+}
+
+export class XenstoredDaemon {
+  readonly store: XenStore;
+  private readonly bells: EvtchnDoorbells;
+  private readonly waiter: EvtchnWaiter;
+  private readonly conns = new Map<number, RingConn>();
+  private readonly freePorts: number[] = [];
+  private readonly seqNow: (() => number) | undefined;
+  private readonly onBug: (e: unknown) => void;
+  private readonly st: XenstoredStats = { connections: 0, requests: 0, errors: 0, malformed: 0, brokenRings: 0, watchEventsSent: 0, watchEventsDropped: 0, internalErrors: 0 };
+  private running = false;
+  private loop: Promise<void> | null = null;
+  private keepAlive: KeepAlive | null = null;
+
+  constructor(opts: XenstoredOptions = {}) {
+    this.store = new XenStore({ ...(opts.events ? { events: opts.events } : {}), ...(opts.quota ? { quota: opts.quota } : {}) });
+    this.bells = EvtchnDoorbells.create({ maxPorts: XS_CONNECTIONS_MAX + 1, maxWaiters: 1 });
+    this.waiter = this.bells.waiter(0);
+    this.bells.bind(CONTROL_PORT, 0);
+    for (let p = XS_CONNECTIONS_MAX; p >= 1; p--) this.freePorts.push(p);
+    this.seqNow = opts.seqNow;
+    this.onBug = opts.onBug ?? ((e) => console.error('xenstored: store bug:', e));
+  }
+
+  /**
+   * A new connection for `dom` (the domain is introduced if it was not): allocates both rings
+   * and a doorbell each way, and returns what the client thread needs. A domain may hold
+   * several connections (each of dom0's daemons has its own, like separate sockets).
+   */
+  connect(dom: number): XsRingSpec {
+    assert(Number.isInteger(dom) && dom >= 0 && dom <= 0xffff, `domid ${dom} out of range`);
+    const port = this.freePorts.pop();
+    assert(port !== undefined, `xenstored serves at most ${XS_CONNECTIONS_MAX} connections`);
+    if (dom !== 0 && !this.store.isDomainIntroduced(dom)) this.store.introduceDomain(dom);
+    const reqPages = allocateRingPages(XS_RING_ORDER);
+    const evtPages = allocateRingPages(XS_RING_ORDER);
+    const reqRing = new SharedRing(reqPages, XS_RING_SLOT_BYTES);
+    const evtRing = new SharedRing(evtPages, XS_RING_SLOT_BYTES);
+    // xenstored allocates the pages, so it initialises them (as the toolstack does the
+    // xenstore page) before either end attaches.
+    reqRing.init();
+    evtRing.init();
+    const client = EvtchnDoorbells.create({ maxPorts: 32, maxWaiters: 1 });
+    client.bind(XS_CLIENT_PORT, 0);
+    const queued: XsWireWatchEvent[] = [];
+    const storeConn = this.store.connect(dom, (ev: WatchEvent) => {
+      if (queued.length >= XS_WATCH_EVENTS_QUEUED_MAX) this.st.watchEventsDropped++;
+      else queued.push({ path: ev.path, token: ev.token });
+    });
+    const spec: XsRingSpec = {
+      conn: storeConn.id,
+      dom,
+      slotBytes: XS_RING_SLOT_BYTES,
+      reqPages,
+      evtPages,
+      serverBells: this.bells.sab,
+      serverPort: port,
+      clientBells: client.sab,
+      clientPort: XS_CLIENT_PORT,
+    };
+    this.conns.set(port, {
+      spec,
+      store: storeConn,
+      back: new BackRing(reqRing, xsSlotCodec<unknown>(), xsSlotCodec<XsWireResponse>()),
+      evFront: new FrontRing(evtRing, xsSlotCodec<XsWireWatchEvent>(), xsSlotCodec<unknown>()),
+      client,
+      queued,
+      dead: false,
+    });
+    this.bells.bind(port, 0);
+    this.st.connections++;
+    // Introducing the domain fired @introduceDomain watches.
+    this.flushAll();
+    return spec;
+  }
+
+  /** Close one connection (its watches and transactions die with it). */
+  disconnect(connId: number): boolean {
+    for (const [port, c] of this.conns) {
+      if (c.spec.conn !== connId) continue;
+      this.drop(port, c);
+      return true;
+    }
+    return false;
+  }
+
+  /** `XS_INTRODUCE` from the toolstack: `@introduceDomain` watches fire. */
+  introduce(dom: number): void {
+    this.store.introduceDomain(dom);
+    this.flushAll();
+  }
+
+  /** `XS_RELEASE`: the domain is gone; its connections close, `@releaseDomain` watches fire. */
+  release(dom: number): void {
+    for (const [port, c] of [...this.conns]) if (c.spec.dom === dom) this.drop(port, c);
+    this.store.releaseDomain(dom);
+    this.flushAll();
+  }
+
+  /** The live tree as the 'xs.store' projection's state, as of `atSeq` (default: now). */
+  snapshot(atSeq?: number): StateSnapshot {
+    let at = atSeq ?? this.seqNow?.();
+    if (at === undefined) {
+      at = 0;
+      for (const e of this.store.entries().values()) if (e.seq > at) at = e.seq;
+    }
+    return xsSnapshot(this.store, at);
+  }
+
+  stats(): XenstoredStats {
+    return { ...this.st, connections: this.conns.size };
+  }
+
+  /**
+   * One pass over every connection: take requests (at most `XS_REQUESTS_PER_POLL_MAX` each),
+   * answer them, publish watch events then responses, ring the clients that asked. Returns
+   * whether work remains (call again before sleeping). Synchronous: the deterministic mode
+   * drives this directly.
+   */
+  poll(): boolean {
+    this.waiter.takePending(() => {});
+    let more = false;
+    for (const [port, c] of this.conns) {
+      if (c.dead) continue;
+      let n = 0;
+      while (n < XS_REQUESTS_PER_POLL_MAX && c.back.unconsumedRequests() > 0) {
+        const r = c.back.takeRequest();
+        let rsp: XsWireResponse;
+        if (!r.ok) {
+          if (r.error.kind === 'broken') break;
+          this.st.malformed++;
+          rsp = { id: 0, ok: false, error: 'EINVAL' };
+        } else {
+          const parsed = xsParseRequest(r.value);
+          if (!parsed.ok) {
+            if (parsed.id === 0) this.st.malformed++;
+            rsp = { id: parsed.id, ok: false, error: parsed.error };
+          } else {
+            rsp = xsDispatch(this.store, c.store, parsed.req, (e) => {
+              this.st.internalErrors++;
+              this.onBug(e);
+            });
+          }
+        }
+        this.st.requests++;
+        if (!rsp.ok) this.st.errors++;
+        this.respond(c, rsp);
+        n++;
+      }
+      if (n === XS_REQUESTS_PER_POLL_MAX) more = true;
+      if (c.back.broken) this.breakConn(port, c);
+    }
+    // A request on one connection fires watches on others: events go out after every request.
+    if (this.flushAll()) more = true;
+    for (const c of this.conns.values()) {
+      if (c.dead) continue;
+      if (c.back.pushResponsesAndCheckNotify()) c.client.raise(XS_CLIENT_PORT);
+      if (c.back.finalCheckForRequests()) more = true;
+    }
+    return more;
+  }
+
+  /** Serve on this thread until `stop()`: `poll`, then sleep on the doorbell (`Atomics.waitAsync`). */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.keepAlive = holdEventLoop();
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    this.bells.raise(CONTROL_PORT);
+    await this.loop;
+    this.loop = null;
+    this.keepAlive?.release();
+    this.keepAlive = null;
+  }
+
+  private async run(): Promise<void> {
+    while (this.running) {
+      // Read the generation before looking for work: a kick after this read makes the wait
+      // return at once (see doorbell.ts), so no request is left sleeping on the ring.
+      const gen = this.waiter.generation();
+      let more: boolean;
+      try {
+        more = this.poll();
+      } catch (e) {
+        // Only our own bug can get here (peer data never throws); keep serving the others.
+        this.st.internalErrors++;
+        this.onBug(e);
+        more = false;
+      }
+      if (!this.running) break;
+      if (more) await new Promise<void>((r) => setImmediate(r));
+      else await this.waiter.wait(gen);
+    }
+  }
+
+  private respond(c: RingConn, rsp: XsWireResponse): void {
+    const r = c.back.pushResponse(rsp);
+    if (r.ok) return;
+    if (r.error.kind === 'too-large') {
+      // A value or listing larger than a slot (dom0 may write one in-process): xs_wire would
+      // need XS_DIRECTORY_PART; we answer E2BIG.
+      const again = c.back.pushResponse({ id: rsp.id, ok: false, error: 'E2BIG' });
+      assert(again.ok, 'an error response always fits a slot');
+      return;
+    }
+    assert(r.error.kind === 'broken', `response refused: ${r.error.kind}`);
+  }
+
+  /** Move queued watch events onto every event ring; returns whether some are still waiting for room. */
+  private flushAll(): boolean {
+    let waiting = false;
+    for (const [port, c] of this.conns) {
+      if (c.dead || c.queued.length === 0) continue;
+      const f = c.evFront;
+      f.discardResponses(f.size);
+      let k = 0;
+      while (k < c.queued.length && !f.full()) {
+        const r = f.pushRequest(c.queued[k]!);
+        if (!r.ok && r.error.kind === 'broken') break;
+        if (!r.ok) this.st.watchEventsDropped++;
+        else this.st.watchEventsSent++;
+        k++;
+      }
+      c.queued.splice(0, k);
+      if (f.pushRequestsAndCheckNotify()) c.client.raise(XS_CLIENT_PORT);
+      if (f.broken) {
+        this.breakConn(port, c);
+        continue;
+      }
+      // The client frees slots with empty responses; ask to be rung when it does.
+      if (c.queued.length > 0 && f.finalCheckForResponses()) waiting = true;
+    }
+    return waiting;
+  }
+
+  private breakConn(port: number, c: RingConn): void {
+    this.st.brokenRings++;
+    this.drop(port, c);
+  }
+
+  private drop(port: number, c: RingConn): void {
+    c.dead = true;
+    this.store.disconnect(c.store);
+    this.bells.unbind(port);
+    this.conns.delete(port);
+    this.freePorts.push(port);
+  }
+}
+
+// ─────────────────────────── runners ───────────────────────────
+
+export type XsdCommand =
+  | { type: 'connect'; dom: number }
+  | { type: 'disconnect'; conn: number }
+  | { type: 'introduce'; dom: number }
+  | { type: 'release'; dom: number }
+  | { type: 'snapshot'; atSeq?: number }
+  | { type: 'stats' }
+  | { type: 'stop' };
+
+export type XsdReply =
+  | { ok: true; spec?: XsRingSpec; snapshot?: StateSnapshot; stats?: XenstoredStats; done?: boolean }
+  | { ok: false; error: string };
+
+/** Carry out one toolstack command; never throws for a bad one (answered with an error). */
+export function xsdHandle(d: XenstoredDaemon, cmd: XsdCommand): XsdReply {
+  const domOk = (dom: unknown): dom is number => typeof dom === 'number' && Number.isInteger(dom) && dom >= 0 && dom <= 0xffff;
+  switch (cmd.type) {
+    case 'connect':
+      if (!domOk(cmd.dom)) return { ok: false, error: `bad domid ${String(cmd.dom)}` };
+      return { ok: true, spec: d.connect(cmd.dom) };
+    case 'disconnect':
+      return d.disconnect(cmd.conn) ? { ok: true } : { ok: false, error: `no connection ${cmd.conn}` };
+    case 'introduce':
+      if (!domOk(cmd.dom)) return { ok: false, error: `bad domid ${String(cmd.dom)}` };
+      d.introduce(cmd.dom);
+      return { ok: true };
+    case 'release':
+      if (!domOk(cmd.dom)) return { ok: false, error: `bad domid ${String(cmd.dom)}` };
+      d.release(cmd.dom);
+      return { ok: true };
+    case 'snapshot':
+      return { ok: true, snapshot: d.snapshot(cmd.atSeq) };
+    case 'stats':
+      return { ok: true, stats: d.stats() };
+    case 'stop':
+      return { ok: true, done: true };
+    default:
+      return { ok: false, error: `unknown command ${JSON.stringify((cmd as { type?: unknown }).type)}` };
+  }
+}
+
+/** The narrow interface of a running xenstored, whichever runner it is on. */
+export interface XenstoredHandle {
+  /** A new connection for `dom` (introducing the domain): hand the spec to the client's thread. */
+  connect(dom: number): Promise<XsRingSpec>;
+  disconnect(conn: number): Promise<void>;
+  introduce(dom: number): Promise<void>;
+  release(dom: number): Promise<void>;
+  /** The live tree as a 'xs.store' snapshot (default atSeq: the run's latest seq). */
+  snapshot(atSeq?: number): Promise<StateSnapshot>;
+  stats(): Promise<XenstoredStats>;
+  stop(): Promise<void>;
+}
+
+const unwrap = (r: XsdReply): Extract<XsdReply, { ok: true }> => {
+  if (!r.ok) throw new Error(`xenstored: ${r.error}`);
+  return r;
+};
+
+function handleOver(request: (cmd: XsdCommand) => Promise<XsdReply>, stop: () => Promise<void>): XenstoredHandle {
+  return {
+    connect: async (dom) => unwrap(await request({ type: 'connect', dom })).spec!,
+    disconnect: async (conn) => void unwrap(await request({ type: 'disconnect', conn })),
+    introduce: async (dom) => void unwrap(await request({ type: 'introduce', dom })),
+    release: async (dom) => void unwrap(await request({ type: 'release', dom })),
+    snapshot: async (atSeq) => unwrap(await request(atSeq === undefined ? { type: 'snapshot' } : { type: 'snapshot', atSeq })).snapshot!,
+    stats: async () => unwrap(await request({ type: 'stats' })).stats!,
+    stop,
+  };
+}
+
+/** xenstored on this thread, serving real rings (tests; clients may be here or in workers). */
+export function startXenstoredInProcess(opts: XenstoredOptions = {}): XenstoredHandle & { readonly daemon: XenstoredDaemon } {
+  const daemon = new XenstoredDaemon(opts);
+  daemon.start();
+  return { daemon, ...handleOver(async (cmd) => xsdHandle(daemon, cmd), () => daemon.stop()) };
+}
+
+export interface XenstoredWorkerData {
+  log: LogChannelSpec | null;
+  quota?: Partial<XsQuota>;
+}
+
+/** xenstored in its own thread; toolstack commands travel over a MessagePort. */
+export async function startXenstoredWorker(opts: { log?: LogChannelSpec | null; quota?: Partial<XsQuota> } = {}): Promise<XenstoredHandle> {
+  const data: XenstoredWorkerData = { log: opts.log ?? null, ...(opts.quota ? { quota: opts.quota } : {}) };
+  const worker = new Worker(fileURLToPath(new URL('./xenstored-worker.js', import.meta.url)), { workerData: data, name: 'pvsim-xenstored' });
+  let nextId = 1;
+  const waiting = new Map<number, { resolve: (r: XsdReply) => void; reject: (e: Error) => void }>();
+  let failure: Error | null = null;
+  const fail = (e: Error) => {
+    failure = e;
+    for (const w of waiting.values()) w.reject(e);
+    waiting.clear();
+  };
+  await new Promise<void>((resolve, reject) => {
+    worker.once('message', (m: { type: string; error?: string }) => (m.type === 'ready' ? resolve() : reject(new Error(m.error ?? 'xenstored failed to start'))));
+    worker.once('error', reject);
+  });
+  worker.on('message', (m: { type: 'reply'; id: number; reply: XsdReply }) => {
+    const w = waiting.get(m.id);
+    if (w) {
+      waiting.delete(m.id);
+      w.resolve(m.reply);
+    }
+  });
+  worker.on('error', fail);
+  worker.on('exit', (code) => waiting.size > 0 && fail(new Error(`xenstored thread exited (${code})`)));
+  const request = (cmd: XsdCommand): Promise<XsdReply> => {
+    if (failure) return Promise.reject(failure);
+    const id = nextId++;
+    return new Promise((resolve, reject) => {
+      waiting.set(id, { resolve, reject });
+      worker.postMessage({ type: 'command', id, cmd });
+    });
+  };
+  return handleOver(request, async () => {
+    if (!failure) await request({ type: 'stop' });
+    await worker.terminate();
+  });
+}

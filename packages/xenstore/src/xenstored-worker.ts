@@ -1,0 +1,38 @@
+/** Entry point of xenstored's thread (see daemon.ts). */
+import { parentPort, workerData } from 'node:worker_threads';
+import { EventWriter, nullEmitter } from '@pvsim/eventlog';
+import { RealClock } from '@pvsim/runtime';
+import { XenstoredDaemon, xsdHandle, type XenstoredWorkerData, type XsdCommand, type XsdReply } from './daemon.js';
+
+const data = workerData as XenstoredWorkerData;
+const port = parentPort!;
+try {
+  const log = data.log;
+  const events = log ? new EventWriter(log, new RealClock(log.hub.epochMs)) : nullEmitter();
+  // The run-wide counter holds the next seq: everything this thread emitted is below it.
+  const seq = log ? new BigInt64Array(log.hub.seq) : null;
+  const daemon = new XenstoredDaemon({
+    events,
+    ...(data.quota ? { quota: data.quota } : {}),
+    ...(seq ? { seqNow: () => Number(Atomics.load(seq, 0)) - 1 } : {}),
+  });
+  // start() holds the event loop: a pending Atomics.waitAsync alone would let the thread exit.
+  daemon.start();
+  port.on('message', (m: { type: 'command'; id: number; cmd: XsdCommand }) => {
+    if (m?.type !== 'command') return;
+    let reply: XsdReply;
+    try {
+      reply = xsdHandle(daemon, m.cmd);
+    } catch (e) {
+      reply = { ok: false, error: `xenstored bug: ${e instanceof Error ? e.message : String(e)}` };
+    }
+    if (reply.ok && reply.done) {
+      void daemon.stop().then(() => port.postMessage({ type: 'reply', id: m.id, reply }));
+      return;
+    }
+    port.postMessage({ type: 'reply', id: m.id, reply });
+  });
+  port.postMessage({ type: 'ready' });
+} catch (e) {
+  port.postMessage({ type: 'error', error: e instanceof Error ? e.message : String(e) });
+}
