@@ -11,6 +11,8 @@ declare module '@pvsim/eventlog' {
     'xs.tx': { dom: number; conn: number; tx: number; outcome: string };
     'xs.watch': { dom: number; conn: number; path: string; token: string; on: boolean };
     'xs.watch_fire': { dom: number; conn: number; path: string; token: string };
+    /** XS_INTRODUCE / XS_RELEASE: a domain became known to the store, or went away. */
+    'xs.domain': { dom: number; introduced: boolean };
     /** A xenbus device end changed state (`XenbusState*`). */
     'xenbus.state': { path: string; dom: number; from: number; to: number; name: string };
   }
@@ -21,4 +23,5 @@ declareEvent({ kind: 'xs.rm', version: 1, doc: 'a XenStore subtree was removed' 
 declareEvent({ kind: 'xs.tx', version: 1, doc: 'a XenStore transaction started or ended' });
 declareEvent({ kind: 'xs.watch', version: 1, doc: 'a watch was set or removed' });
 declareEvent({ kind: 'xs.watch_fire', version: 1, doc: 'a watch fired' });
+declareEvent({ kind: 'xs.domain', version: 1, doc: 'a domain was introduced to or released from XenStore' });
 declareEvent({ kind: 'xenbus.state', version: 1, doc: 'a xenbus device end changed state' });

@@ -153,8 +153,19 @@ export class XenStore {
   disconnect(conn: XsConnection): void {
     const c = this.conns.get(conn.id);
     if (!c) return;
-    for (const tx of c.txs) this.txs.delete(tx);
+    this.dropAll(c, 'disconnected');
     this.conns.delete(c.id);
+  }
+
+  /** End a connection's transactions and watches, each with its event. */
+  private dropAll(c: Conn, why: string): void {
+    for (const tx of c.txs) {
+      this.txs.delete(tx);
+      this.events.emit('xs.tx', { dom: c.dom, conn: c.id, tx, outcome: why });
+    }
+    c.txs.clear();
+    for (const w of c.watches) this.events.emit('xs.watch', { dom: c.dom, conn: c.id, path: w.given, token: w.token, on: false });
+    c.watches.length = 0;
   }
 
   getDomainPath(dom: number): string {
@@ -314,21 +325,20 @@ export class XenStore {
   /** `XS_RESET_WATCHES`: drop all of the connection's watches and transactions. */
   resetWatches(conn: XsConnection): void {
     const c = this.conns.get(conn.id);
-    if (!c) return;
-    c.watches.length = 0;
-    for (const tx of c.txs) this.txs.delete(tx);
-    c.txs.clear();
+    if (c) this.dropAll(c, 'reset');
   }
 
   /** `XS_INTRODUCE` done by the toolstack: the domain exists; `@introduceDomain` watches fire. */
   introduceDomain(dom: number): void {
     this.introduced.add(dom);
+    this.events.emit('xs.domain', { dom, introduced: true });
     this.fireSpecial('@introduceDomain');
   }
 
   /** `XS_RELEASE`: the domain is gone; its watches and transactions die, `@releaseDomain` fires. */
   releaseDomain(dom: number): void {
     this.introduced.delete(dom);
+    this.events.emit('xs.domain', { dom, introduced: false });
     for (const c of [...this.conns.values()]) if (c.dom === dom) this.disconnect(c);
     if (dom !== 0) {
       // Nodes the domain owned go, with their children; its entries leave other nodes' lists.
