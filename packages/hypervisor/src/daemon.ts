@@ -4,8 +4,7 @@
  * operations go through here, as `xl` goes through the toolstack. Runs in-process (tests, the
  * deterministic mode) or in its own worker thread (`startHypervisorWorker`).
  */
-import { Worker } from 'node:worker_threads';
-import { fileURLToPath } from 'node:url';
+import { startCommandWorker } from '@pvsim/runtime';
 import type { EventEmitter, LogChannelSpec } from '@pvsim/eventlog';
 import { Hypervisor, type DomainCreateOptions, type HypercallClient } from './client.js';
 import type { HypervisorSpec } from './shared.js';
@@ -108,37 +107,10 @@ export interface HypervisorHandle {
 
 /** The daemon in its own thread; commands travel over a MessagePort as a discriminated union. */
 export async function startHypervisorWorker(data: HypervisorWorkerData): Promise<HypervisorHandle> {
-  const worker = new Worker(fileURLToPath(new URL('./hypervisor-worker.js', import.meta.url)), { workerData: data, name: 'pvsim-hypervisor' });
-  let nextId = 1;
-  const waiting = new Map<number, { resolve: (r: HvReply) => void; reject: (e: Error) => void }>();
-  let failure: Error | null = null;
-  const fail = (e: Error) => {
-    failure = e;
-    for (const w of waiting.values()) w.reject(e);
-    waiting.clear();
-  };
-  await new Promise<void>((resolve, reject) => {
-    worker.once('message', (m: { type: string; error?: string }) => (m.type === 'ready' ? resolve() : reject(new Error(m.error ?? 'hypervisor failed to start'))));
-    worker.once('error', reject);
-  });
-  worker.on('message', (m: { type: 'reply'; id: number; reply: HvReply }) => {
-    const w = waiting.get(m.id);
-    if (w) {
-      waiting.delete(m.id);
-      w.resolve(m.reply);
-    }
-  });
-  worker.on('error', fail);
-  worker.on('exit', (code) => waiting.size > 0 && fail(new Error(`hypervisor thread exited (${code})`)));
+  const w = await startCommandWorker<HvCommand, HvReply>(new URL('./hypervisor-worker.js', import.meta.url), data, 'pvsim-hypervisor');
+  const worker = w.worker;
   return {
-    request(cmd) {
-      if (failure) return Promise.reject(failure);
-      const id = nextId++;
-      return new Promise((resolve, reject) => {
-        waiting.set(id, { resolve, reject });
-        worker.postMessage({ type: 'command', id, cmd });
-      });
-    },
+    request: (cmd) => w.request(cmd),
     async stop() {
       await worker.terminate();
     },

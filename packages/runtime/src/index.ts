@@ -1,2 +1,3 @@
 export * from './clock.js';
 export * from './keepalive.js';
+export * from './command-worker.js';

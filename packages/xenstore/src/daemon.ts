@@ -38,12 +38,10 @@
  * unknown op), an impossible ring index stops that one connection (counted in `stats`), and a
  * bug in the store is answered EIO and counted, never crashing xenstored.
  */
-import { Worker } from 'node:worker_threads';
-import { fileURLToPath } from 'node:url';
 import { assert } from '@pvsim/abi';
 import type { EventEmitter, LogChannelSpec, StateSnapshot } from '@pvsim/eventlog';
 import { BackRing, EvtchnDoorbells, FrontRing, SharedRing, allocateRingPages, msgpackSlotCodec, type EvtchnWaiter, type SlotCodec } from '@pvsim/ring';
-import { holdEventLoop, type KeepAlive } from '@pvsim/runtime';
+import { holdEventLoop, startCommandWorker, type KeepAlive } from '@pvsim/runtime';
 import { XenStore, parsePerm, permsToString } from './store.js';
 import { xsSnapshot } from './projection.js';
 import {
@@ -686,38 +684,11 @@ export interface XenstoredWorkerData {
 /** xenstored in its own thread; toolstack commands travel over a MessagePort. */
 export async function startXenstoredWorker(opts: { log?: LogChannelSpec | null; quota?: Partial<XsQuota> } = {}): Promise<XenstoredHandle> {
   const data: XenstoredWorkerData = { log: opts.log ?? null, ...(opts.quota ? { quota: opts.quota } : {}) };
-  const worker = new Worker(fileURLToPath(new URL('./xenstored-worker.js', import.meta.url)), { workerData: data, name: 'pvsim-xenstored' });
-  let nextId = 1;
-  const waiting = new Map<number, { resolve: (r: XsdReply) => void; reject: (e: Error) => void }>();
-  let failure: Error | null = null;
-  const fail = (e: Error) => {
-    failure = e;
-    for (const w of waiting.values()) w.reject(e);
-    waiting.clear();
-  };
-  await new Promise<void>((resolve, reject) => {
-    worker.once('message', (m: { type: string; error?: string }) => (m.type === 'ready' ? resolve() : reject(new Error(m.error ?? 'xenstored failed to start'))));
-    worker.once('error', reject);
-  });
-  worker.on('message', (m: { type: 'reply'; id: number; reply: XsdReply }) => {
-    const w = waiting.get(m.id);
-    if (w) {
-      waiting.delete(m.id);
-      w.resolve(m.reply);
-    }
-  });
-  worker.on('error', fail);
-  worker.on('exit', (code) => waiting.size > 0 && fail(new Error(`xenstored thread exited (${code})`)));
-  const request = (cmd: XsdCommand): Promise<XsdReply> => {
-    if (failure) return Promise.reject(failure);
-    const id = nextId++;
-    return new Promise((resolve, reject) => {
-      waiting.set(id, { resolve, reject });
-      worker.postMessage({ type: 'command', id, cmd });
-    });
-  };
+  const w = await startCommandWorker<XsdCommand, XsdReply>(new URL('./xenstored-worker.js', import.meta.url), data, 'pvsim-xenstored');
+  const worker = w.worker;
+  const request = (cmd: XsdCommand): Promise<XsdReply> => w.request(cmd);
   return handleOver(request, async () => {
-    if (!failure) await request({ type: 'stop' });
+    if (!w.failure) await request({ type: 'stop' });
     await worker.terminate();
   });
 }
