@@ -1,0 +1,89 @@
+/**
+ * blkback's side of the xenbus handshake (Linux `xen-blkback/xenbus.c`): probe keys before
+ * InitWait, the frontend's transport keys parsed as untrusted input at connect, the device
+ * properties published before Connected, and a disconnect that waits for requests in flight
+ * (Linux's -EBUSY). A halted ring closes the device; the backend process lives on.
+ */
+import { buildBackendConnectKeys, buildBackendProbeKeys, parseFrontendKeys } from '@pvsim/blkif';
+import { GNTMAP_host_map, err, ok, type GrantRef } from '@pvsim/abi';
+import type { GnttabMapGrantRef, GnttabUnmapGrantRef } from '@pvsim/hypervisor';
+import type { Kernel } from '@pvsim/kernel';
+import { SharedRing } from '@pvsim/ring';
+import { BLKIF_SLOT_BYTES } from '@pvsim/blkif';
+import { XenbusState, runBackendHandshake, xenbusSwitchState, type BackendEnd, type XsClient } from '@pvsim/xenstore';
+import type { Clock } from '@pvsim/runtime';
+import type { BlkbackDevice, RingMapper } from './device.js';
+
+/** `xen_blkif_max_ring_order` (Linux: XENBUS_MAX_RING_GRANT_ORDER = 4). */
+export const BLKBACK_MAX_RING_PAGE_ORDER = 4;
+
+/**
+ * A `RingMapper` over the kernel's grant mappings: the ring pages are mapped (read-write) into
+ * ballooned pages; `frameView(mfn)` is the view of a mapped machine frame (the hypervisor's
+ * capability for shared ring pages, as `xenbus_map_ring_valloc` gives Linux a vaddr).
+ */
+export function kernelRingMapper(kernel: Kernel, frameView: (mfn: number) => Uint8Array): RingMapper {
+  return {
+    map(frontDom, refs) {
+      const pages = kernel.gnttab_alloc_pages(refs.length);
+      if (typeof pages === 'number') return err(`no pages to map the ring (${pages})`);
+      const ops: GnttabMapGrantRef[] = refs.map((ref, i) => ({ hostGfn: pages[i]!.gfn, flags: GNTMAP_host_map, ref, dom: frontDom }));
+      const rc = kernel.gnttab_map_refs(ops, pages);
+      const bad = ops.findIndex((o) => o.status !== 0);
+      if (rc !== 0 || bad >= 0) {
+        const done = ops.filter((o) => o.status === 0);
+        const donePages = pages.filter((_, i) => ops[i]!.status === 0);
+        if (done.length) kernel.gnttab_unmap_refs(done.map((o) => ({ hostGfn: o.hostGfn, handle: o.handle! })), donePages);
+        kernel.gnttab_free_pages(pages);
+        return err(`frontend gave us ring-ref ${refs[bad < 0 ? 0 : bad]} that cannot be mapped (status ${bad < 0 ? rc : ops[bad]!.status})`);
+      }
+      const sring = new SharedRing(ops.map((o) => frameView(o.mfn!)), BLKIF_SLOT_BYTES);
+      const unmapOps: GnttabUnmapGrantRef[] = ops.map((o) => ({ hostGfn: o.hostGfn, handle: o.handle! }));
+      return ok({
+        sring,
+        unmap() {
+          kernel.gnttab_unmap_refs(unmapOps, pages);
+          kernel.gnttab_free_pages(pages);
+        },
+      });
+    },
+  };
+}
+
+/**
+ * Run the handshake for `device` on `backDir` (watching `frontDir`). Resolves in InitWait; from
+ * then on the device connects, disconnects and reconnects as the frontend moves.
+ */
+export async function runBlkbackXenbus(xs: XsClient, dirs: { backDir: string; frontDir: string }, device: BlkbackDevice, frontDom: number, opts: { clock?: Clock } = {}): Promise<BackendEnd> {
+  device.onHalt = () => {
+    void xenbusSwitchState(xs, dirs.backDir, XenbusState.Closing).catch(() => {});
+  };
+  return runBackendHandshake(
+    xs,
+    dirs,
+    {
+      features: () => Object.fromEntries(buildBackendProbeKeys({ maxRingPageOrder: BLKBACK_MAX_RING_PAGE_ORDER })),
+      frontendKeys: ['event-channel'],
+      async connect() {
+        // Read the whole directory: ring-ref or ring-page-order + ring-ref0..N, protocol.
+        const entries: Record<string, string> = {};
+        for (const k of await xs.directory(dirs.frontDir)) {
+          const v = await xs.tryRead(`${dirs.frontDir}/${k}`);
+          if (v !== null) entries[k] = v;
+        }
+        const t = parseFrontendKeys(entries, { maxRingPageOrder: BLKBACK_MAX_RING_PAGE_ORDER });
+        if (!t.ok) throw new Error(t.error);
+        const c = device.connect({ frontDom, ringRefs: t.value.ringRefs as readonly GrantRef[], eventChannel: t.value.eventChannel });
+        if (!c.ok) throw new Error(c.error);
+        const d = device.disk;
+        return Object.fromEntries(
+          buildBackendConnectKeys({ sectors: device.blkifDisk.sectors, sectorSize: d.sectorSize, readOnly: d.readOnly, featureFlushCache: true, featurePersistent: false }),
+        );
+      },
+      async disconnect() {
+        await device.disconnectWhenIdle();
+      },
+    },
+    opts.clock ? { clock: opts.clock } : {},
+  );
+}
