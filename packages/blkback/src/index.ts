@@ -4,6 +4,7 @@
  * mapping per request, backing devices (memory, file), and the unmap policy at completion
  * (`sync`, `replace`, `async`).
  */
+export * from './audit.js';
 export * from './backing.js';
 export * from './device.js';
 export * from './events.js';
