@@ -1,3 +1,4 @@
+import { REQ_EVENT } from '@pvsim/ring';
 /**
  * blkback against a real hypervisor + kernel: each unmap policy with a page someone still holds,
  * data integrity against a model, every hostile request of the issue, disconnect while busy.
@@ -293,6 +294,19 @@ describe('a hostile frontend', () => {
     await b.settle();
     expect(b.of('blk.request')).toHaveLength(10);
     expect(b.responses()).toHaveLength(10);
+  });
+});
+
+describe('notification after a full pass', () => {
+  it('a pass that ends exactly at batchMax with the ring empty still re-arms req_event', async () => {
+    const b = boot({ batchMax: 4 });
+    for (let i = 0; i < 4; i++) b.submit({ id: i, sector_number: i, seg: [{ gref: 1 + i, first_sect: 0, last_sect: 0 }] });
+    b.dev.kick();
+    await b.settle();
+    expect(b.responses()).toHaveLength(4);
+    // The frontend's next push must be asked to notify (req_event = req_cons + 1), or it would
+    // never ring the backend again and the device would stall with requests on the ring.
+    expect(Atomics.load(b.sring.header, REQ_EVENT)).toBe(5);
   });
 });
 

@@ -246,7 +246,10 @@ export class BlkbackDevice {
       if (this.halted) return;
     }
     this.flushResponses();
-    if (n >= this.batchMax ? ring.unconsumedRequests() > 0 : ring.finalCheckForRequests()) this.schedulePass();
+    // A full pass with more waiting: go again. Otherwise (including a pass that ended exactly at
+    // batchMax with the ring empty) re-arm req_event with the final check, or the frontend would
+    // never be asked to notify again.
+    if ((n >= this.batchMax && ring.unconsumedRequests() > 0) || ring.finalCheckForRequests()) this.schedulePass();
     else if (ring.broken) this.halt(describeBroken(ring.broken));
   }
 
