@@ -10,8 +10,10 @@ import { Command, CommanderError } from 'commander';
 import { LogCorruptError, LogOpenError } from '@pvsim/eventlog';
 // Loading a package registers its event kinds, projections and auditors for log and replay.
 import '@pvsim/hypervisor';
+import '@pvsim/xenstore';
 import { registerLog } from './commands/log.js';
 import { registerReplay } from './commands/replay.js';
+import { registerUp } from './commands/up.js';
 
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
@@ -33,6 +35,7 @@ export function buildProgram(): Command {
     .showHelpAfterError('(add --help for usage)');
   registerLog(program);
   registerReplay(program); // replay: owned by commands/replay.ts
+  registerUp(program); // up, ps: owned by commands/up.ts
   return program;
 }
 

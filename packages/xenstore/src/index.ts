@@ -5,3 +5,5 @@ export * from './projection.js';
 export * from './daemon.js';
 export * from './client.js';
 export * from './xenbus.js';
+export * from './wire.js';
+export * from './server.js';

@@ -81,7 +81,10 @@ export const BENCHMARKS: Registry = {
     description: 'grant tables from two threads at once: map+unmap batches of 11, 4 KiB grant copy vs Uint8Array.set, log on vs off',
     load: async () => (await import('./grant/bench.js')).grantBenchmark,
   },
-  // blk: add here as `name: { description, load }`.
+  blk: {
+    description: 'blkfront → blkback in one thread: 4 KiB random writes+reads at queue depth 32, IOPS and p50/p99 latency per unmap policy (sync, replace, async), log on vs off',
+    load: async () => (await import('./blk/bench.js')).blkBenchmark,
+  },
 };
 
 /** Check that an option value fits its spec; returns an error message or null. */

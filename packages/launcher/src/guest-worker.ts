@@ -1,0 +1,94 @@
+/**
+ * A guest's thread: its kernel-side drivers — one blkfront per disk, each ring and data page in
+ * the guest's own frames, granted to dom0 — over the guest's own xenstored ring connection, and
+ * one upcall loop on the guest's doorbells calling each device's interrupt handler.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { Blkfront } from '@pvsim/blkfront';
+import { EventWriter, nullEmitter } from '@pvsim/eventlog';
+import { Hypervisor, P2M_MFN_MASK } from '@pvsim/hypervisor';
+import { RealClock } from '@pvsim/runtime';
+import { XsRingClient } from '@pvsim/xenstore';
+import { runUpcallLoop } from './evtloop.js';
+import type { DeviceCommand, DeviceReply, GuestWorkerData } from './protocol.js';
+
+const data = workerData as GuestWorkerData;
+const port = parentPort!;
+
+/** Sectors each disk reads once connected (the data path end to end: grants, maps, the gate). */
+const PROBE_SECTORS = 8;
+
+try {
+  const clock = new RealClock(data.log ? data.log.hub.epochMs : undefined);
+  const events = data.log ? new EventWriter(data.log, clock) : nullEmitter();
+  const hv = new Hypervisor(data.spec);
+  const client = hv.client(data.domid, events);
+  const xs = new XsRingClient(data.xs, { events });
+  const fronts: { front: Blkfront; devid: number }[] = [];
+  const errors: string[] = [];
+  const ports = () => {
+    const m = new Map<number, () => void>();
+    for (const f of fronts) if (f.front.eventChannel >= 0) m.set(f.front.eventChannel, () => f.front.interrupt());
+    return m;
+  };
+  const loop = runUpcallLoop(client.doorbells, data.waiter, ports, (e) => errors.push(String(e)));
+  for (const d of data.disks) {
+    const front = await Blkfront.start({
+      client,
+      xs,
+      clock,
+      events,
+      frontDir: d.frontDir,
+      backDir: d.backDir,
+      backendDomid: d.backDom,
+      vdev: d.devid,
+      frameView: (gfn) => hv.s.frame(client.p2mEntry(gfn) & P2M_MFN_MASK),
+      gfns: d.gfns,
+      grantRefs: d.grantRefs,
+      ringPageOrder: d.ringPageOrder,
+    });
+    fronts.push({ front, devid: d.devid });
+  }
+
+  const handle = async (cmd: DeviceCommand): Promise<DeviceReply> => {
+    switch (cmd.type) {
+      case 'wait-connected':
+        await Promise.all(fronts.map((f) => f.front.waitConnected(cmd.timeoutMs)));
+        // One read on each disk: the whole path (grants, backend maps, gate, responses).
+        await Promise.all(fronts.map((f) => f.front.read(0, PROBE_SECTORS)));
+        return { ok: true };
+      case 'status':
+        return {
+          ok: true,
+          devices: fronts.map((f) => {
+            const st = f.front.stats();
+            return { frontDom: data.domid, devid: f.devid, state: f.front.xenbusState, port: f.front.eventChannel, inflight: st.inFlight + st.waiting, completed: st.completed, error: f.front.error };
+          }),
+        };
+      case 'shutdown': {
+        // Drain in-flight I/O, then close each device (the backend follows to Closed).
+        await Promise.all(fronts.map((f) => f.front.drained()));
+        await Promise.all(fronts.map((f) => f.front.close(cmd.timeoutMs)));
+        // Grants still mapped by the backend at close (the ring) are deferred and retried every
+        // second; give the backend's unmap time to land so the guest ends them itself.
+        const deadline = Date.now() + Math.min(cmd.timeoutMs, 3000);
+        while (fronts.some((f) => f.front.deferredGrefs().length > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        for (const f of fronts) f.front.stopTimers();
+        await loop.stop();
+        xs.close();
+        const bad = [...errors, ...fronts.flatMap((f) => f.front.xenbusErrors)];
+        return bad.length ? { ok: false, error: bad.join('; ') } : { ok: true };
+      }
+    }
+  };
+  port.on('message', (m: { type: 'command'; id: number; cmd: DeviceCommand }) => {
+    if (m?.type !== 'command') return;
+    handle(m.cmd).then(
+      (reply) => port.postMessage({ type: 'reply', id: m.id, reply }),
+      (e: unknown) => port.postMessage({ type: 'reply', id: m.id, reply: { ok: false, error: e instanceof Error ? e.message : String(e) } }),
+    );
+  });
+  port.postMessage({ type: 'ready' });
+} catch (e) {
+  port.postMessage({ type: 'error', error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
+}

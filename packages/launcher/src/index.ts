@@ -1,0 +1,5 @@
+export * from './launch.js';
+export * from './status.js';
+export type { VbdSpec, DeviceStatus } from './protocol.js';
+// The topology parser, for callers that go file → launch (the CLI depends only on the launcher).
+export { parseTopology, formatTopologyErrors, type Topology, type TopologyError } from '@pvsim/topology';

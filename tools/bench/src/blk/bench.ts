@@ -1,0 +1,249 @@
+/**
+ * `blk`: one guest, one virtual disk (a MemoryDisk), blkfront → blkback in ONE thread (the
+ * launcher's threads come later). `qd` I/Os kept in flight: random 4 KiB-aligned blocks, a mix of
+ * writes and reads. Per unmap policy (sync, replace, async), log on (sink worker + EventWriters for
+ * the guest's and dom0's channels) and off (nullEmitter): IOPS and per-I/O latency (HDR histogram).
+ * Variants are interleaved across rounds, each on a fresh world. Every round checks reads against
+ * what was written, the disk against the model, mem.fault / mem.leak, and that no grant mapping is
+ * left after the device closed.
+ */
+import { availableParallelism, tmpdir } from 'node:os';
+import { LOG_RING_ORDER_DEFAULT, LOG_SLOT_BYTES } from '@pvsim/eventlog';
+import { ringEntries } from '@pvsim/abi';
+import type { Benchmark, BenchContext, BenchReport, ReportTable, TargetResult } from '../registry.js';
+import { fmtRate, fmtRatio, fmtUs, ratio, summarize, type Summary } from '../stats.js';
+import { meets } from '../eventlog/account.js';
+import { POLICIES, variantOrder, type LogMode, type Policy } from './load.js';
+import { runVariant, type RunParams, type VariantResult } from './run.js';
+
+const IOPS_TARGET = 100_000;
+const LOGS: readonly LogMode[] = ['off', 'on'];
+
+const r1 = (x: number) => (Number.isFinite(x) ? Math.round(x * 10) / 10 : null);
+
+/**
+ * What bounds it: from `node --cpu-prof tools/bench/dist/main.js blk -o policies=4 -o log=0|1
+ * -o measureMs=4000 --rounds 1` (async; self time, % of the main thread's profile, which includes
+ * a few % of setup). Static text: re-profile when the layers change.
+ */
+const PROFILE_LINES = [
+  'Profile (--cpu-prof, async, 4 s window, self time as % of the main thread; 66k IOPS log off, 43k log on on this machine): the thread is never idle (idle ≈ 2%), nothing waits on anything: the bound is CPU per I/O on ONE thread, spread over every layer, no single hot spot.',
+  'Log off: blkfront 21% (queueRequest; read() allocates a zeroed 4 KiB result, write() slice()s a copy; kick/interrupt/complete), blkif validation 12% (validateRequest/parseResponse: keyProblem + own = Reflect.ownKeys and getOwnPropertyDescriptor per field of every slot), blkback device 10% (runRw/io/doBlockIoOp), MemoryDisk 8% (4 KiB slice/set at random offsets of 128 MiB, and checkRange()/assert() building their message template on every call), hypervisor client 10% (memory-gate read/write with stamps, map/unmap), GC 7.5%, msgpackr 5% (blkif ring slots are msgpack-encoded/decoded), kernel ~3% (gnttab_unmap_refs_async, page cache), this harness ~9% (PRNG, fillBlock, the evtchn routing Proxy, hdr).',
+  'Log on: EventWriter.emit 15% inclusive for ~9.3 events per I/O (~0.4 µs each); the rest of the on − off gap is the sink thread on the other core (2 cores, shared) and cache pressure: every layer gets slower, idle stays ≈ 2%.',
+];
+
+export const blkBenchmark: Benchmark = {
+  name: 'blk',
+  description: 'blkfront → blkback in one thread: 4 KiB random writes+reads at queue depth 32, IOPS and p50/p99 latency per unmap policy (sync, replace, async), log on vs off',
+  options: {
+    qd: { description: 'I/Os kept in flight', default: 32, min: 1, max: 32, integer: true },
+    writePct: { description: 'percentage of writes (the rest are reads)', default: 50, min: 0, max: 100, integer: true },
+    diskMiB: { description: 'size of the MemoryDisk (MiB); blocks are picked uniformly over it', default: 128, min: 1, max: 1024, integer: true },
+    measureMs: { description: 'timed window per (round, variant), ms (0: 1500, 400 with --quick)', default: 0, min: 0, max: 60_000, integer: true },
+    warmMs: { description: 'warm-up per (round, variant), ms (0: 300, 150 with --quick)', default: 0, min: 0, max: 10_000, integer: true },
+    logOrder: { description: 'log ring order of each EventWriter channel', default: LOG_RING_ORDER_DEFAULT, min: 4, max: 16, integer: true },
+    log: { description: '0: log off only, 1: log on only, 2: both', default: 2, min: 0, max: 2, integer: true },
+    policies: { description: 'bit mask of policies: 1 sync, 2 replace, 4 async', default: 7, min: 1, max: 7, integer: true },
+    fullCheckEvery: { description: 'full 4 KiB check of every n-th read (others: 3 words)', default: 8, min: 1, integer: true },
+    seed: { description: 'PRNG seed of the workload', default: 1, integer: true },
+    batchMax: {
+      description: 'blkback requests per ring pass (default 64 > the 32-slot ring: with batchMax = qd = 32 the device stalls, see the notes)',
+      default: 64,
+      min: 1,
+      max: 1024,
+      integer: true,
+    },
+  },
+
+  async run(ctx: BenchContext): Promise<BenchReport> {
+    const o = ctx.options as {
+      qd: number;
+      writePct: number;
+      diskMiB: number;
+      measureMs: number;
+      warmMs: number;
+      logOrder: number;
+      log: number;
+      policies: number;
+      fullCheckEvery: number;
+      seed: number;
+      batchMax: number;
+    };
+    const t0 = performance.now();
+    const rounds = ctx.rounds ?? (ctx.quick ? 2 : 4);
+    const params: RunParams = {
+      diskMiB: o.diskMiB,
+      qd: o.qd,
+      writePct: o.writePct,
+      warmMs: o.warmMs || (ctx.quick ? 150 : 300),
+      measureMs: o.measureMs || (ctx.quick ? 400 : 1500),
+      logOrder: o.logOrder,
+      fullCheckEvery: o.fullCheckEvery,
+      seed: o.seed,
+      batchMax: o.batchMax,
+    };
+    const logs: LogMode[] = o.log === 2 ? [...LOGS] : [o.log === 1 ? 'on' : 'off'];
+    const policies = POLICIES.filter((_, i) => (o.policies & (1 << i)) !== 0);
+    const elapsed = () => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
+    ctx.progress(
+      `${rounds} rounds × ${policies.length * logs.length} variants, ${params.warmMs} ms warm-up + ${params.measureMs} ms each; qd ${o.qd}, ${o.writePct}% writes, 4 KiB over ${o.diskMiB} MiB; ONE thread (blkfront + blkback + hypervisor)`,
+    );
+
+    // One untimed run first (async, log off): JIT and allocator warm-up for the whole process,
+    // so that the first timed variant is not the one that pays for compilation.
+    {
+      const w = await runVariant({ policy: 'async', log: 'off' }, { ...params, warmMs: 0, measureMs: ctx.quick ? 300 : 800 }, 0);
+      ctx.progress(`process warm-up (untimed, async/off): ${fmtRate(w.iops)}${w.problems.length > 0 ? `, problems: ${w.problems.join('; ')}` : ''}`);
+    }
+    const all: (VariantResult & { round: number })[] = [];
+    for (let round = 1; round <= rounds; round++) {
+      const order = variantOrder(round, logs).filter((v) => policies.includes(v.policy));
+      const line: string[] = [];
+      for (const v of order) {
+        const r = await runVariant(v, params, round);
+        all.push({ ...r, round });
+        const drops = r.logStats && r.logStats.dropped > 0 ? ` DROPPED ${r.logStats.dropped}` : '';
+        line.push(`${v.policy}/${v.log} ${fmtRate(r.iops)} p99 ${fmtUs(r.lat.p99Us)} µs${drops}${r.problems.length > 0 ? ` PROBLEMS ${r.problems.length}` : ''}`);
+      }
+      ctx.progress(`round ${round}/${rounds} (${elapsed()}): ${line.join(' | ')}`);
+    }
+
+    // ── tables ──
+    const of = (p: Policy, l: LogMode) => all.filter((r) => r.policy === p && r.log === l);
+    const sm = (xs: number[]): Summary | undefined => (xs.length > 0 ? summarize(xs.map((x) => (Number.isFinite(x) ? x : 0))) : undefined);
+    type Fmt = (x: number) => string;
+    const fmtN = (x: number) => x.toFixed(1);
+    const fmtInt = (x: number) => x.toFixed(0);
+    const row = (p: Policy, label: string, g: (r: VariantResult) => number, fmt: Fmt, onOff = true): string[] => {
+      const cells = [label];
+      const s: Partial<Record<LogMode, Summary>> = {};
+      for (const l of LOGS) {
+        const x = sm(of(p, l).map(g));
+        if (x) s[l] = x;
+        cells.push(...(x ? [fmt(x.min), fmt(x.median), fmt(x.max)] : ['–', '–', '–']));
+      }
+      cells.push(onOff && s.on && s.off ? fmtRatio(ratio(s.on.median, s.off.median)) : '');
+      return cells;
+    };
+    const tables: ReportTable[] = [];
+    const summaryRows: string[][] = [];
+    for (const p of policies) {
+      tables.push({
+        title: `Policy ${p}: min / median / max of ${rounds} rounds (latency per I/O, submit → completion, µs)`,
+        head: ['metric', 'off min', 'off median', 'off max', 'on min', 'on median', 'on max', 'on / off'],
+        rows: [
+          row(p, 'IOPS', (r) => r.iops, fmtRate),
+          row(p, 'p50 µs', (r) => r.lat.p50Us, fmtUs),
+          row(p, 'p99 µs', (r) => r.lat.p99Us, fmtUs),
+          row(p, 'p99.9 µs', (r) => r.lat.p999Us, fmtUs),
+          row(p, 'mean µs', (r) => r.lat.meanUs, fmtUs),
+          row(p, 'CPU µs per I/O (1 / IOPS, one thread)', (r) => 1e6 / r.iops, fmtUs),
+          row(p, 'events per I/O', (r) => r.eventsPerIo, fmtN, false),
+          row(p, 'events dropped (log full)', (r) => r.logStats?.dropped ?? 0, fmtInt, false),
+        ],
+      });
+      for (const l of logs) {
+        const rs = of(p, l);
+        const m = (g: (r: VariantResult) => number) => sm(rs.map(g))?.median ?? Number.NaN;
+        summaryRows.push([p, l, fmtRate(m((r) => r.iops)), fmtUs(m((r) => r.lat.p50Us)), fmtUs(m((r) => r.lat.p99Us)), fmtUs(m((r) => r.lat.p999Us)), `${rs.reduce((s, r) => s + r.measured, 0)}`]);
+      }
+    }
+    tables.unshift({
+      title: `Summary: medians of ${rounds} rounds (qd ${o.qd}, 4 KiB, ${o.writePct}% writes, ONE thread)`,
+      head: ['policy', 'log', 'IOPS', 'p50 µs', 'p99 µs', 'p99.9 µs', 'timed I/Os (all rounds)'],
+      rows: summaryRows,
+    });
+
+    const problems: string[] = [];
+    const verRows = all.map((r) => {
+      for (const pr of r.problems) problems.push(`round ${r.round} ${r.policy}/${r.log}: ${pr}`);
+      return [
+        `${r.round}`,
+        `${r.policy}/${r.log}`,
+        `${r.total} (${r.writes} w / ${r.reads} r)`,
+        `${r.readsChecked} / ${r.readsFullChecked}`,
+        `${r.readMismatches}`,
+        `${r.diskMismatches}`,
+        `${r.memFault} / ${r.memLeak}`,
+        r.logStats ? `${r.logStats.emitted} / ${r.logStats.dropped}` : '–',
+        r.problems.length === 0 ? 'ok' : `FAIL (${r.problems.length})`,
+      ];
+    });
+    tables.push({
+      title: 'Verification per round (reads vs last write, disk vs model, memory contract, mappings left after close, log accounting)',
+      head: ['round', 'variant', 'I/Os', 'reads checked / full', 'read mismatches', 'disk mismatches', 'mem.fault / mem.leak', 'events emitted / dropped', 'check'],
+      rows: verRows,
+    });
+
+    const cpuUs = (p: Policy, l: LogMode) => {
+      const x = sm(of(p, l).map((r) => 1e6 / r.iops));
+      return x ? x.median : Number.NaN;
+    };
+    const targets: TargetResult[] = [];
+    const target = (name: string, measured: number, comparison: '>=' | '<=', threshold: number) =>
+      targets.push({ name, measured, comparison, threshold, pass: meets(measured, comparison, threshold) });
+    if (policies.includes('async')) {
+      const l: LogMode = logs.includes('on') ? 'on' : 'off';
+      target(`async IOPS ≥ 100k (log ${l}, median of rounds, one thread)`, sm(of('async', l).map((r) => r.iops))!.median, '>=', IOPS_TARGET);
+    }
+    target('verification problems (data, disk, mem.fault/leak under async, mappings left, log accounting)', problems.length, '<=', 0);
+
+    const ringSlots = ringEntries(o.logOrder, LOG_SLOT_BYTES);
+    const notes = [
+      `ONE thread: blkfront (guest), blkback + dom0's kernel, the hypervisor and XenStore all run on the main thread; event channels are routed in-process (evtchnSend → queueMicrotask(other side's interrupt()/kick())). Separate guest/dom0 threads come with the launcher. Only the log sink (log on) runs in another thread.`,
+      `${rounds} rounds × ${policies.length * logs.length} variants (${policies.join(', ')} × log ${logs.join('/')}), order rotated per round; each (round, variant) builds a fresh world: Hypervisor, dom0 + one guest, Kernel, in-process XenStore, both xenbus handshakes, a ${o.diskMiB} MiB MemoryDisk, blkfront with a one-page ring and ${Math.max(64, o.qd * 2)} data pages.`,
+      `Load: ${o.qd} I/O loops, each submits one 4 KiB I/O (${o.writePct}% writes, the rest reads) at a uniformly random 4 KiB-aligned block not in flight, awaits it, repeats. One untimed run (async/off) warms the process up first. Per variant: warm-up ${params.warmMs} ms, then a ${params.measureMs} ms window: IOPS = completions in the window / its length; latency = submit → promise resolution of I/Os started and completed in it (hdr-histogram, 3 digits).`,
+      `blkback batchMax ${o.batchMax} (its default is BLKBACK_BATCH_MAX = 32). With 32: a lost wakeup. When a pass takes exactly batchMax requests and the ring is then empty, doBlockIoOp() checks only unconsumedRequests() (0) and never runs RING_FINAL_CHECK_FOR_REQUESTS, so req_event is not re-armed; blkfront's next pushRequestsAndCheckNotify() sees no need to notify and the device stalls with 32 requests on the ring (seen here at qd 32: submitted 64, completed 32, notifies 1). Fix in packages/blkback/src/device.ts: on n === batchMax with nothing left, still call finalCheckForRequests().`,
+      `Clock: real time, but Clock.setTimer(0) is setImmediate (RealClock uses setTimeout(0), ≥ 1 ms: blkback's rescheduled ring passes would bound the rate, not the work).`,
+      `Log on: startSinkWorker (defaults), one EventWriter (order ${o.logOrder} = ${ringSlots} slots of ${LOG_SLOT_BYTES} B) for dom0 (toolstack, dom0 client, kernel, blkback, its XenStore client) and one for the guest (guest client, blkfront, its XenStore client). Log off: nullEmitter(). Both wrapped by a counter (events per I/O, mem.fault, mem.leak).`,
+      `Verification: every read checks 3 words of the pattern of the last write to its block (every ${o.fullCheckEvery}th: all 4 KiB); afterwards 256 random blocks fully and every written block (3 words) are checked against the disk; no mem.fault / mem.leak under async; after close, no grant mapping held by dom0, nothing in flight, no data-page grant deferred (the ring page's end of access may still be waiting for blkfront's 1 s retry); log on: every event on disk or counted as dropped.`,
+      `What bounds it: one thread runs guest, dom0 and hypervisor, so IOPS ≈ 1 / (CPU per I/O): async ${fmtUs(cpuUs('async', 'off'))} µs per I/O log off, ${fmtUs(cpuUs('async', 'on'))} µs log on (medians); 100k IOPS needs ≤ 10 µs. Splitting blkfront and blkback over two threads (the launcher) can at best about halve the per-thread cost (and adds cross-thread notification); the rest has to come off the per-I/O path (validation by property descriptors, eager assert messages, per-I/O buffers and objects, msgpack ring slots, ~9 events per I/O).`,
+      ...PROFILE_LINES,
+      `Machine: ${availableParallelism()} cores, shared and noisy (logs in ${tmpdir()}): compare ratios more than absolute values.`,
+      ...problems.slice(0, 20).map((p) => `PROBLEM: ${p}`),
+    ];
+
+    return {
+      name: 'blk',
+      title: 'blkfront → blkback (one thread), 4 KiB random I/O at queue depth 32: IOPS and latency per unmap policy, log on vs off',
+      tables,
+      targets,
+      notes,
+      data: {
+        params: { rounds, quick: ctx.quick, ...o, ...params, threads: 1, policies, logs },
+        units: { iops: 'I/Os per second', latency: 'µs, submit → completion' },
+        variants: Object.fromEntries(
+          policies.flatMap((p) =>
+            logs.map((l) => {
+              const rs = of(p, l);
+              const s = (g: (r: VariantResult) => number) => ({ ...sm(rs.map(g))!, rounds: rs.map((r) => r1(g(r))) });
+              return [`${p}/${l}`, { iops: s((r) => r.iops), p50Us: s((r) => r.lat.p50Us), p99Us: s((r) => r.lat.p99Us), p999Us: s((r) => r.lat.p999Us), meanUs: s((r) => r.lat.meanUs), eventsPerIo: s((r) => r.eventsPerIo) }];
+            }),
+          ),
+        ),
+        rounds: all.map((r) => ({
+          round: r.round,
+          policy: r.policy,
+          log: r.log,
+          iops: Math.round(r.iops),
+          lat: { p50Us: r1(r.lat.p50Us), p99Us: r1(r.lat.p99Us), p999Us: r1(r.lat.p999Us), meanUs: r1(r.lat.meanUs), maxUs: r1(r.lat.maxUs), count: r.lat.count },
+          measured: r.measured,
+          total: r.total,
+          reads: r.reads,
+          writes: r.writes,
+          readMismatches: r.readMismatches,
+          diskMismatches: r.diskMismatches,
+          memFault: r.memFault,
+          memLeak: r.memLeak,
+          eventsPerIo: r1(r.eventsPerIo),
+          events: r.logStats ? { emitted: r.logStats.emitted, dropped: r.logStats.dropped, records: r.logStats.records, closeMs: r1(r.logStats.closeMs), accountingOk: r.logStats.accounting.ok } : undefined,
+          setupMs: r1(r.setupMs),
+          wallMs: Math.round(r.wallMs),
+          problems: r.problems,
+        })),
+        problems,
+        durationMs: Math.round(performance.now() - t0),
+      },
+    };
+  },
+};
