@@ -12,7 +12,7 @@ import { EventWriter, nullEmitter, startSinkWorker, writeSnapshotFile, SNAPSHOT_
 import { Hypervisor, createHypervisorSpec, grantsSnapshot, startHypervisorWorker, type HypervisorHandle, type HvReply } from '@pvsim/hypervisor';
 import { RealClock, startCommandWorker, type CommandWorker } from '@pvsim/runtime';
 import type { Topology } from '@pvsim/topology';
-import { XsRingClient, xenbusAddDevice, xenbusRemoveDevice, type XenstoredHandle, type XsdCommand, type XsdReply } from '@pvsim/xenstore';
+import { XENSTORED_WORKER_URL, XsRingClient, xenbusAddDevice, xenbusRemoveDevice, type XenstoredHandle, type XsdCommand, type XsdReply } from '@pvsim/xenstore';
 import type { DeviceCommand, DeviceReply, DeviceStatus, Dom0WorkerData, GuestDiskSpec, GuestWorkerData, VbdSpec, XenstoredLauncherData } from './protocol.js';
 
 /** How long one cleanup step of a failed launch may take before the next one runs. */
@@ -183,7 +183,7 @@ export async function launch(topology: Topology, opts: LaunchOptions): Promise<R
 
     // xenstored, with its socket.
     const xsData: XenstoredLauncherData = { log: await channel('xenstored', 0), socketPath };
-    const xsw = await startCommandWorker<XsdCommand, XsdReply>(new URL('./xenstored-worker.js', import.meta.url), xsData, 'pvsim-xenstored');
+    const xsw = await startCommandWorker<XsdCommand, XsdReply>(XENSTORED_WORKER_URL, xsData, 'pvsim-xenstored');
     const xs = xsHandle(xsw);
     undo.push(() => xs.stop());
     say(`xenstored: XENSTORED_PATH=${socketPath}`);

@@ -3,6 +3,7 @@
  * thread speaks the runtime's command protocol (`startCommandWorker`): `ready`, then
  * `{type: 'command', id, cmd}` answered by `{type: 'reply', id, reply}`.
  */
+import type { XenstoredWorkerData } from '@pvsim/xenstore';
 import type { LogChannelSpec } from '@pvsim/eventlog';
 import type { HypervisorSpec } from '@pvsim/hypervisor';
 import type { XsQuota, XsRingSpec } from '@pvsim/xenstore';
@@ -49,11 +50,8 @@ export interface GuestWorkerData {
   disks: GuestDiskSpec[];
 }
 
-export interface XenstoredLauncherData {
-  log: LogChannelSpec | null;
-  quota?: Partial<XsQuota>;
-  socketPath: string;
-}
+/** xenstored's own worker (`@pvsim/xenstore`), with its socket. */
+export type XenstoredLauncherData = XenstoredWorkerData & { socketPath: string };
 
 export type DeviceCommand = { type: 'wait-connected'; timeoutMs: number } | { type: 'status' } | { type: 'shutdown'; timeoutMs: number };
 

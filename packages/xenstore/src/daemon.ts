@@ -679,7 +679,12 @@ export function startXenstoredInProcess(opts: XenstoredOptions = {}): XenstoredH
 export interface XenstoredWorkerData {
   log: LogChannelSpec | null;
   quota?: Partial<XsQuota>;
+  /** Also serve xs_wire on this Unix socket (for dom0 tools: `XENSTORED_PATH=…`). */
+  socketPath?: string;
 }
+
+/** The thread's entry point, for launchers that drive it with `startCommandWorker`. */
+export const XENSTORED_WORKER_URL = new URL('./xenstored-worker.js', import.meta.url);
 
 /** xenstored in its own thread; toolstack commands travel over a MessagePort. */
 export async function startXenstoredWorker(opts: { log?: LogChannelSpec | null; quota?: Partial<XsQuota> } = {}): Promise<XenstoredHandle> {

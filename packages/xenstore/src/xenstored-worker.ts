@@ -1,8 +1,13 @@
-/** Entry point of xenstored's thread (see daemon.ts). */
+/**
+ * Entry point of xenstored's thread (see daemon.ts): the daemon serving the domains' rings and,
+ * when `socketPath` is given, the xs_wire Unix socket for dom0 tools — it runs here because the
+ * socket server needs the store object, which lives in this thread.
+ */
 import { parentPort, workerData } from 'node:worker_threads';
 import { EventWriter, nullEmitter } from '@pvsim/eventlog';
 import { RealClock } from '@pvsim/runtime';
 import { XenstoredDaemon, xsdHandle, type XenstoredWorkerData, type XsdCommand, type XsdReply } from './daemon.js';
+import { startXsSocketServer } from './server.js';
 
 const data = workerData as XenstoredWorkerData;
 const port = parentPort!;
@@ -18,6 +23,7 @@ try {
   });
   // start() holds the event loop: a pending Atomics.waitAsync alone would let the thread exit.
   daemon.start();
+  const server = data.socketPath ? await startXsSocketServer(daemon.store, data.socketPath) : null;
   port.on('message', (m: { type: 'command'; id: number; cmd: XsdCommand }) => {
     if (m?.type !== 'command') return;
     let reply: XsdReply;
@@ -27,7 +33,9 @@ try {
       reply = { ok: false, error: `xenstored bug: ${e instanceof Error ? e.message : String(e)}` };
     }
     if (reply.ok && reply.done) {
-      void daemon.stop().then(() => port.postMessage({ type: 'reply', id: m.id, reply }));
+      void (server ? server.close() : Promise.resolve())
+        .then(() => daemon.stop())
+        .then(() => port.postMessage({ type: 'reply', id: m.id, reply }));
       return;
     }
     port.postMessage({ type: 'reply', id: m.id, reply });
