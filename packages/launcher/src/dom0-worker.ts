@@ -8,7 +8,7 @@ import { BlkbackDevice, FileDisk, MemoryDisk, kernelRingMapper, runBlkbackXenbus
 import { EventWriter, nullEmitter } from '@pvsim/eventlog';
 import { Hypervisor } from '@pvsim/hypervisor';
 import { Kernel, createPageTableSpec } from '@pvsim/kernel';
-import { RealClock } from '@pvsim/runtime';
+import { RealClock, serveCommands } from '@pvsim/runtime';
 import { XenbusState, XsRingClient, type BackendEnd } from '@pvsim/xenstore';
 import { runUpcallLoop } from './evtloop.js';
 import type { DeviceCommand, DeviceReply, Dom0WorkerData } from './protocol.js';
@@ -74,14 +74,7 @@ try {
       }
     }
   };
-  port.on('message', (m: { type: 'command'; id: number; cmd: DeviceCommand }) => {
-    if (m?.type !== 'command') return;
-    handle(m.cmd).then(
-      (reply) => port.postMessage({ type: 'reply', id: m.id, reply }),
-      (e: unknown) => port.postMessage({ type: 'reply', id: m.id, reply: { ok: false, error: e instanceof Error ? e.message : String(e) } }),
-    );
-  });
-  port.postMessage({ type: 'ready' });
+  serveCommands<DeviceCommand, DeviceReply>(port, handle, (error) => ({ ok: false, error }));
 } catch (e) {
   port.postMessage({ type: 'error', error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
 }

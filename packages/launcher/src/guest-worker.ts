@@ -7,7 +7,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { Blkfront } from '@pvsim/blkfront';
 import { EventWriter, nullEmitter } from '@pvsim/eventlog';
 import { Hypervisor, P2M_MFN_MASK } from '@pvsim/hypervisor';
-import { RealClock } from '@pvsim/runtime';
+import { RealClock, serveCommands } from '@pvsim/runtime';
 import { XsRingClient } from '@pvsim/xenstore';
 import { runUpcallLoop } from './evtloop.js';
 import type { DeviceCommand, DeviceReply, GuestWorkerData } from './protocol.js';
@@ -81,14 +81,7 @@ try {
       }
     }
   };
-  port.on('message', (m: { type: 'command'; id: number; cmd: DeviceCommand }) => {
-    if (m?.type !== 'command') return;
-    handle(m.cmd).then(
-      (reply) => port.postMessage({ type: 'reply', id: m.id, reply }),
-      (e: unknown) => port.postMessage({ type: 'reply', id: m.id, reply: { ok: false, error: e instanceof Error ? e.message : String(e) } }),
-    );
-  });
-  port.postMessage({ type: 'ready' });
+  serveCommands<DeviceCommand, DeviceReply>(port, handle, (error) => ({ ok: false, error }));
 } catch (e) {
   port.postMessage({ type: 'error', error: e instanceof Error ? (e.stack ?? e.message) : String(e) });
 }

@@ -4,7 +4,7 @@
  * reply}`. If the thread fails or exits with requests outstanding, they are rejected (never left
  * hanging). Used by the hypervisor and xenstored daemons.
  */
-import { Worker } from 'node:worker_threads';
+import { Worker, type MessagePort } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 
 export interface CommandWorker<Cmd, Reply> {
@@ -57,4 +57,19 @@ export async function startCommandWorker<Cmd, Reply>(script: URL, workerData: un
       });
     },
   };
+}
+
+/**
+ * The worker's side: answer each `{type: 'command', id, cmd}` with `handle(cmd)`'s reply (a
+ * thrown error becomes `errorReply(message)`), then announce `ready`.
+ */
+export function serveCommands<Cmd, Reply>(port: MessagePort, handle: (cmd: Cmd) => Promise<Reply>, errorReply: (message: string) => Reply): void {
+  port.on('message', (m: { type: 'command'; id: number; cmd: Cmd }) => {
+    if (m?.type !== 'command') return;
+    handle(m.cmd).then(
+      (reply) => port.postMessage({ type: 'reply', id: m.id, reply }),
+      (e: unknown) => port.postMessage({ type: 'reply', id: m.id, reply: errorReply(e instanceof Error ? e.message : String(e)) }),
+    );
+  });
+  port.postMessage({ type: 'ready' });
 }

@@ -175,41 +175,36 @@ export class XenStore {
   // ─────────────────────────── requests ───────────────────────────
 
   read(conn: XsConnection, path: string, tx = 0): XsResult<Buffer> {
-    const ctx = this.context(conn, tx);
-    if (!ctx.ok) return ctx;
-    const abs = this.absolute(conn, path);
-    if (!abs.ok) return abs;
-    const { root, t } = ctx.value;
-    const n = this.lookup(root, abs.value, t);
-    if (!n) return fail(this.missing(root, abs.value, conn.dom));
-    if (!this.canRead(conn.dom, n)) return fail('EACCES');
-    return ok(Buffer.from(n.value));
+    const n = this.readable(conn, path, tx);
+    return n.ok ? ok(Buffer.from(n.value.value)) : n;
   }
 
   directory(conn: XsConnection, path: string, tx = 0): XsResult<string[]> {
-    const ctx = this.context(conn, tx);
-    if (!ctx.ok) return ctx;
-    const abs = this.absolute(conn, path);
-    if (!abs.ok) return abs;
-    const { root, t } = ctx.value;
-    const n = this.lookup(root, abs.value, t);
-    if (!n) return fail(this.missing(root, abs.value, conn.dom));
-    if (!this.canRead(conn.dom, n)) return fail('EACCES');
-    return ok([...n.children.keys()]);
+    const n = this.readable(conn, path, tx);
+    return n.ok ? ok([...n.value.children.keys()]) : n;
   }
 
   getPerms(conn: XsConnection, path: string, tx = 0): XsResult<XsPerm[]> {
+    const special = this.specials.get(path);
+    if (special) {
+      const ctx = this.context(conn, tx);
+      return ctx.ok ? ok(special.map((p) => ({ ...p }))) : ctx;
+    }
+    const n = this.readable(conn, path, tx);
+    return n.ok ? ok(n.value.perms.map((p) => ({ ...p }))) : n;
+  }
+
+  /** The node at `path` as the connection (and its transaction) sees it, if it may read it. */
+  private readable(conn: XsConnection, path: string, tx: number): XsResult<Node> {
     const ctx = this.context(conn, tx);
     if (!ctx.ok) return ctx;
-    const special = this.specials.get(path);
-    if (special) return ok(special.map((p) => ({ ...p })));
     const abs = this.absolute(conn, path);
     if (!abs.ok) return abs;
     const { root, t } = ctx.value;
     const n = this.lookup(root, abs.value, t);
     if (!n) return fail(this.missing(root, abs.value, conn.dom));
     if (!this.canRead(conn.dom, n)) return fail('EACCES');
-    return ok(n.perms.map((p) => ({ ...p })));
+    return ok(n);
   }
 
   write(conn: XsConnection, path: string, value: Buffer | string, tx = 0): XsResult<void> {
