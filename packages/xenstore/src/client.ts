@@ -6,7 +6,8 @@
  *   never blocks its thread — it sleeps in `Atomics.waitAsync` and holds the event loop open only
  *   while a request is outstanding or a watch is set.
  * - `LocalXsClient`: the same interface straight on a `XenStore` in this thread (tests, the
- *   deterministic mode); requests go through the same validation and dispatch as the ring's.
+ *   deterministic mode); requests go through the ring's decoding and the one dispatcher
+ *   (dispatch.ts) that also serves the rings and the xs_wire socket.
  *
  * `transaction(fn)` is Linux's `xenbus_transaction_start` … `xenbus_transaction_end` with its
  * `-EAGAIN → goto again`: `fn` runs with a transaction handle and is run again (at most
@@ -36,7 +37,8 @@ import {
   type XsError,
   type XsPerm,
 } from './types.js';
-import { xsDispatch, xsOpName, xsParseRequest, xsSlotCodec, type XsReplyValue, type XsRingSpec, type XsWireRequest, type XsWireResponse, type XsWireWatchEvent } from './daemon.js';
+import { xsOpName } from './dispatch.js';
+import { xsDispatch, xsParseRequest, xsRingEventFits, xsSlotCodec, type XsReplyValue, type XsRingSpec, type XsWireRequest, type XsWireResponse, type XsWireWatchEvent } from './daemon.js';
 
 /** Commit attempts of one `transaction(fn)` before it gives up with EAGAIN. */
 export const XS_TRANSACTION_ATTEMPTS_MAX = 100;
@@ -252,6 +254,7 @@ export class LocalXsClient extends XsClientBase {
     super(dom, opts);
     // The store delivers inside its own loops: queue, and hand out after the request returns.
     this.conn = store.connect(dom, (ev) => {
+      if (!xsRingEventFits(ev)) return; // as xenstored drops it
       if (this.pending.push(ev) === 1) queueMicrotask(() => this.flush());
     });
   }
@@ -264,7 +267,7 @@ export class LocalXsClient extends XsClientBase {
     if (this.closed) return Promise.reject(new XsClientError('EIO', xsOpName(req.op), req.path));
     const id = this.nextId++;
     const parsed = xsParseRequest({ id, ...req });
-    const rsp: XsWireResponse = parsed.ok ? xsDispatch(this.store, this.conn, parsed.req) : { id, ok: false, error: parsed.error };
+    const rsp: XsWireResponse = parsed.ok ? xsDispatch(this.store, this.conn, id, parsed.req) : { id, ok: false, error: parsed.error };
     try {
       return Promise.resolve(settle(req, rsp));
     } catch (e) {

@@ -8,20 +8,27 @@
  *
  * A connection is two `io/ring.h` rings of msgpack slots, plus a doorbell each way. The
  * xs_wire byte stream of `xenstore-ring.txt` is replaced by whole messages in fixed slots; the
- * fields and semantics are xs_wire's.
+ * fields and semantics are xs_wire's, and so is the dispatcher: a slot is decoded into the
+ * request dispatch.ts carries out for the xs_wire socket too (`xsExecute`), and its reply is
+ * encoded back into a response slot. Nothing about an operation is decided here.
  *
  *   request ring   client = FrontRing (requests)   xenstored = BackRing (responses)
  *     request   { id, op, tx, path?, value?, token? }
  *               id u32 ≥ 1 chosen by the client; op is the `XS_*` type of xs_wire.h;
- *               tx the transaction id (0 = none); value: bytes or text for XS_WRITE, the
- *               permission list `b0,r1` for XS_SET_PERMS, 'T' (commit) / 'F' (abort) for
- *               XS_TRANSACTION_END; token for XS_WATCH / XS_UNWATCH; for XS_GET_DOMAIN_PATH
- *               and XS_IS_DOMAIN_INTRODUCED the domid is `path`, in decimal.
+ *               tx the transaction id (0 = none). xs_wire's strings, by field:
+ *               path   the node (READ, WRITE, MKDIR, RM, DIRECTORY, DIRECTORY_PART, GET_PERMS,
+ *                      SET_PERMS, WATCH, UNWATCH); the domid in decimal (GET_DOMAIN_PATH,
+ *                      IS_DOMAIN_INTRODUCED, INTRODUCE, RELEASE);
+ *               value  bytes or text (WRITE); the permission list `b0,r1` (SET_PERMS); 'T'
+ *                      (commit) / 'F' (abort) (TRANSACTION_END); the byte offset in decimal
+ *                      (DIRECTORY_PART); `<gfn>,<port>` (INTRODUCE);
+ *               token  WATCH, UNWATCH.
  *     response  { id, ok: true, value? } | { id, ok: false, error: 'E…' }
- *               value: bytes (XS_READ), string[] (XS_DIRECTORY), `b0,r1` (XS_GET_PERMS), the
- *               transaction id (XS_TRANSACTION_START), a path (XS_GET_DOMAIN_PATH), a boolean
- *               (XS_IS_DOMAIN_INTRODUCED). Exactly one response per request slot, in order; a
- *               slot that does not decode, or carries no usable id, is answered with id 0.
+ *               value: bytes (READ; DIRECTORY_PART: xs_wire's whole payload), string[]
+ *               (DIRECTORY), `b0,r1` (GET_PERMS), the transaction id (TRANSACTION_START), a
+ *               path (GET_DOMAIN_PATH), a boolean (IS_DOMAIN_INTRODUCED). Exactly one response
+ *               per request slot, in order; a slot that does not decode, or carries no usable
+ *               id, is answered with id 0.
  *   event ring     xenstored = FrontRing (watch events)   client = BackRing (empty responses)
  *     event     { path, token }   (XS_WATCH_EVENT: unsolicited, so it cannot ride the response
  *               ring, whose slots belong to requests). The client releases slots with empty
@@ -32,21 +39,26 @@
  * (both rings' producer indices are Atomics, stored events-first); the client drains its event
  * ring before it settles responses, so a watch event caused by a request reaches its callback
  * before that request's promise resolves. Across connections there is no order, as in Xen.
+ * Events fired from outside a poll (the xs_wire socket sharing this store, a toolstack command)
+ * ring xenstored's own control port, so they go out without waiting for a guest's request.
  *
- * Limits are xs_wire's: path plus value (or token) at most `XENSTORE_PAYLOAD_MAX` bytes, else
- * E2BIG. Peer data never throws: a malformed request gets an error response (EINVAL, ENOSYS for an
- * unknown op), an impossible ring index stops that one connection (counted in `stats`), and a
- * bug in the store is answered EIO and counted, never crashing xenstored.
+ * Limits are xs_wire's: a request's payload (path plus value, or token) at most
+ * `XENSTORE_PAYLOAD_MAX` bytes, else E2BIG; a reply likewise (the dispatcher's E2BIG); an event
+ * longer than that is dropped, as cxenstored drops it. Peer data never throws: a malformed
+ * request gets an error response, an impossible ring index stops that one connection (counted
+ * in `stats`), and a bug in the store is answered EIO and counted, never crashing xenstored.
  */
 import { assert } from '@pvsim/abi';
 import type { EventEmitter, LogChannelSpec, StateSnapshot } from '@pvsim/eventlog';
 import { BackRing, EvtchnDoorbells, FrontRing, SharedRing, allocateRingPages, msgpackSlotCodec, type EvtchnWaiter, type SlotCodec } from '@pvsim/ring';
 import { holdEventLoop, startCommandWorker, type KeepAlive } from '@pvsim/runtime';
+import { introduceArgs, parseDomid, parseOffset, xsExecute, xsIsOp, type XsBadArgs, type XsHooks, type XsOp, type XsReply, type XsRequest } from './dispatch.js';
 import { XenStore, parsePerm, permsToString } from './store.js';
 import { xsSnapshot } from './projection.js';
 import {
   XENSTORE_PAYLOAD_MAX,
   XS_DIRECTORY,
+  XS_DIRECTORY_PART,
   XS_GET_DOMAIN_PATH,
   XS_GET_PERMS,
   XS_INTRODUCE,
@@ -55,10 +67,8 @@ import {
   XS_READ,
   XS_RELEASE,
   XS_RESET_WATCHES,
-  XS_RESUME,
   XS_RM,
   XS_SET_PERMS,
-  XS_SET_TARGET,
   XS_TRANSACTION_END,
   XS_TRANSACTION_START,
   XS_UNWATCH,
@@ -70,6 +80,8 @@ import {
   type XsPerm,
   type XsQuota,
 } from './types.js';
+
+export { xsOpName } from './dispatch.js';
 
 // ─────────────────────────── protocol ───────────────────────────
 
@@ -148,163 +160,157 @@ export interface XsRingSpec {
   readonly clientPort: number;
 }
 
-/** A request after validation: what the dispatcher trusts. */
-export interface XsRequest {
-  readonly id: number;
-  readonly op: number;
-  readonly tx: number;
-  readonly path: string;
-  /** XS_WRITE's value. */
-  readonly value: Buffer;
-  /** XS_SET_PERMS. */
-  readonly perms: XsPerm[];
-  /** XS_TRANSACTION_END. */
-  readonly commit: boolean;
-  /** XS_WATCH / XS_UNWATCH. */
-  readonly token: string;
-}
+/** `xsParseRequest`'s result: a request for the dispatcher, or a slot it cannot take (framing). */
+export type XsRingParse = { ok: true; id: number; req: XsRequest } | { ok: false; id: number; error: XsError };
 
-const EMPTY = Buffer.alloc(0);
 const hasOwn = (o: object, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k);
 const isU32 = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffff_ffff;
-const PATH_OPS = new Set([XS_READ, XS_WRITE, XS_MKDIR, XS_RM, XS_DIRECTORY, XS_GET_PERMS, XS_SET_PERMS, XS_WATCH, XS_UNWATCH, XS_GET_DOMAIN_PATH, XS_IS_DOMAIN_INTRODUCED]);
-const KNOWN_OPS = new Set([...PATH_OPS, XS_TRANSACTION_START, XS_TRANSACTION_END, XS_RESET_WATCHES]);
-/** Toolstack operations: xenstored takes them from its command protocol, never from a ring. */
-const TOOLSTACK_OPS = new Set([XS_INTRODUCE, XS_RELEASE, XS_RESUME, XS_SET_TARGET]);
-
-const XS_OP_NAMES: Record<number, string> = {
-  [XS_DIRECTORY]: 'XS_DIRECTORY',
-  [XS_READ]: 'XS_READ',
-  [XS_GET_PERMS]: 'XS_GET_PERMS',
-  [XS_WATCH]: 'XS_WATCH',
-  [XS_UNWATCH]: 'XS_UNWATCH',
-  [XS_TRANSACTION_START]: 'XS_TRANSACTION_START',
-  [XS_TRANSACTION_END]: 'XS_TRANSACTION_END',
-  [XS_GET_DOMAIN_PATH]: 'XS_GET_DOMAIN_PATH',
-  [XS_WRITE]: 'XS_WRITE',
-  [XS_MKDIR]: 'XS_MKDIR',
-  [XS_RM]: 'XS_RM',
-  [XS_SET_PERMS]: 'XS_SET_PERMS',
-  [XS_IS_DOMAIN_INTRODUCED]: 'XS_IS_DOMAIN_INTRODUCED',
-  [XS_RESET_WATCHES]: 'XS_RESET_WATCHES',
-};
-export const xsOpName = (op: number): string => XS_OP_NAMES[op] ?? `XS_${op}`;
+/** Types whose first argument is `path` (a node, or for the domain ops a domid in decimal). */
+const PATH_OPS = new Set([XS_READ, XS_WRITE, XS_MKDIR, XS_RM, XS_DIRECTORY, XS_DIRECTORY_PART, XS_GET_PERMS, XS_SET_PERMS, XS_WATCH, XS_UNWATCH, XS_GET_DOMAIN_PATH, XS_IS_DOMAIN_INTRODUCED, XS_INTRODUCE, XS_RELEASE]);
 
 /**
- * Validate one decoded request, in protocol order: a map; its id; its op; the transaction id;
- * the op's own fields; the payload limit. Own properties only (the value comes from a guest).
+ * Decode one slot's message (own properties only: it comes from a guest). The header — a map
+ * with a usable `id`, an integer `op`, a u32 `tx` — is framing: without it the slot is answered
+ * EINVAL at once (id 0 when there is no usable id). The arguments are decoded for the
+ * dispatcher, which answers their errors (EINVAL; E2BIG beyond xs_wire's payload limit) after
+ * its type, privilege and transaction checks, as for xs_wire.
  */
-export function xsParseRequest(m: unknown): { ok: true; req: XsRequest } | { ok: false; id: number; error: XsError } {
+export function xsParseRequest(m: unknown): XsRingParse {
   if (m === null || typeof m !== 'object' || Array.isArray(m) || m instanceof Uint8Array) return { ok: false, id: 0, error: 'EINVAL' };
   const r = m as Record<string, unknown>;
   const id = hasOwn(r, 'id') ? r.id : undefined;
   if (!isU32(id) || id === 0) return { ok: false, id: 0, error: 'EINVAL' };
-  const bad = (error: XsError) => ({ ok: false as const, id, error });
   const op = hasOwn(r, 'op') ? r.op : undefined;
-  if (typeof op !== 'number' || !Number.isInteger(op)) return bad('EINVAL');
-  if (TOOLSTACK_OPS.has(op)) return bad('EACCES');
-  if (!KNOWN_OPS.has(op)) return bad('ENOSYS');
+  if (typeof op !== 'number' || !Number.isInteger(op)) return { ok: false, id, error: 'EINVAL' };
   const tx = hasOwn(r, 'tx') ? r.tx : 0;
-  if (!isU32(tx)) return bad('EINVAL');
+  if (!isU32(tx)) return { ok: false, id, error: 'EINVAL' };
+  return { ok: true, id, req: { tx, op: ringArgs(op, r) } };
+}
+
+function ringArgs(type: number, r: Record<string, unknown>): XsOp | XsBadArgs {
+  const bad = (error: XsError = 'EINVAL'): XsBadArgs => ({ type, bad: error });
+  if (!xsIsOp(type)) return bad(); // the dispatcher answers these without looking at arguments
+  const field = (k: string): unknown => (hasOwn(r, k) ? r[k] : undefined);
+  const v = field('value');
   let path = '';
-  if (PATH_OPS.has(op)) {
-    const p = hasOwn(r, 'path') ? r.path : undefined;
-    if (typeof p !== 'string' || p.length === 0) return bad('EINVAL');
+  if (PATH_OPS.has(type)) {
+    const p = field('path');
+    if (typeof p !== 'string' || p.length === 0) return bad();
     path = p;
   }
-  let payload = Buffer.byteLength(path) + 1;
-  let value = EMPTY;
-  let perms: XsPerm[] = [];
-  let commit = false;
-  let token = '';
-  const v = hasOwn(r, 'value') ? r.value : undefined;
-  switch (op) {
-    case XS_WRITE:
+  /** The xs_wire payload this request would be: its limit applies to the ring as well. */
+  let bytes = Buffer.byteLength(path) + 1;
+  let op: XsOp | XsBadArgs;
+  switch (type) {
+    case XS_READ:
+    case XS_DIRECTORY:
+    case XS_GET_PERMS:
+    case XS_MKDIR:
+    case XS_RM:
+      op = { type, path };
+      break;
+    case XS_DIRECTORY_PART: {
+      if (typeof v !== 'string') return bad();
+      const offset = parseOffset(v);
+      if (offset === null) return bad();
+      bytes += v.length + 1;
+      op = { type, path, offset };
+      break;
+    }
+    case XS_WRITE: {
+      let value: Buffer;
       if (typeof v === 'string') value = Buffer.from(v, 'utf8');
       else if (v instanceof Uint8Array) value = Buffer.from(v);
-      else return bad('EINVAL');
-      payload += value.length;
+      else return bad();
+      bytes += value.length;
+      op = { type, path, value };
       break;
+    }
     case XS_SET_PERMS: {
-      if (typeof v !== 'string' || v.length === 0) return bad('EINVAL');
-      payload += Buffer.byteLength(v);
-      if (payload > XENSTORE_PAYLOAD_MAX) return bad('E2BIG');
+      if (typeof v !== 'string' || v.length === 0) return bad();
+      bytes += Buffer.byteLength(v);
+      if (bytes > XENSTORE_PAYLOAD_MAX) return bad('E2BIG');
+      const perms: XsPerm[] = [];
       for (const s of v.split(',')) {
         const p = parsePerm(s);
-        if (!p) return bad('EINVAL');
+        if (!p) return bad();
         perms.push(p);
       }
+      op = { type, path, perms };
       break;
     }
-    case XS_TRANSACTION_END:
-      if (v !== 'T' && v !== 'F') return bad('EINVAL');
-      commit = v === 'T';
-      break;
     case XS_WATCH:
     case XS_UNWATCH: {
-      const t = hasOwn(r, 'token') ? r.token : undefined;
-      if (typeof t !== 'string') return bad('EINVAL');
-      if (Buffer.byteLength(t) > XS_WATCH_TOKEN_MAX_BYTES) return bad('E2BIG');
-      token = t;
-      payload += Buffer.byteLength(t) + 1;
+      const token = field('token');
+      if (typeof token !== 'string') return bad();
+      if (Buffer.byteLength(token) > XS_WATCH_TOKEN_MAX_BYTES) return bad('E2BIG');
+      bytes += Buffer.byteLength(token) + 1;
+      op = { type, path, token };
       break;
     }
+    case XS_TRANSACTION_START:
+    case XS_RESET_WATCHES:
+      op = { type };
+      break;
+    case XS_TRANSACTION_END:
+      if (v !== 'T' && v !== 'F') return bad();
+      op = { type, commit: v === 'T' };
+      break;
+    case XS_GET_DOMAIN_PATH:
+    case XS_IS_DOMAIN_INTRODUCED:
+    case XS_RELEASE: {
+      const dom = parseDomid(path);
+      if (dom === null) return bad();
+      op = { type, dom };
+      break;
+    }
+    case XS_INTRODUCE: {
+      // value "<gfn>,<port>" (xs_wire's second and third strings).
+      if (typeof v !== 'string') return bad();
+      const rest = v.split(',');
+      if (rest.length !== 2) return bad();
+      bytes += Buffer.byteLength(v) + 1;
+      op = introduceArgs(path, rest[0]!, rest[1]!);
+      break;
+    }
+    default:
+      return bad();
   }
-  if (payload > XENSTORE_PAYLOAD_MAX) return bad('E2BIG');
-  return { ok: true, req: { id, op, tx, path, value, perms, commit, token } };
+  return bytes > XENSTORE_PAYLOAD_MAX ? bad('E2BIG') : op;
 }
 
-const DOMID = /^(0|[1-9]\d{0,4})$/;
+/** A dispatcher reply as the response slot carries it. */
+export function xsRingResponse(id: number, reply: XsReply): XsWireResponse {
+  if (!reply.ok) return { id, ok: false, error: reply.error };
+  const b = reply.body;
+  switch (b.kind) {
+    case 'ack':
+      return { id, ok: true };
+    case 'bytes':
+      return { id, ok: true, value: new Uint8Array(b.bytes.buffer, b.bytes.byteOffset, b.bytes.byteLength) };
+    case 'names':
+      return { id, ok: true, value: [...b.names] };
+    case 'perms':
+      return { id, ok: true, value: permsToString(b.perms) };
+    case 'tx':
+      return { id, ok: true, value: b.tx };
+    case 'path':
+      return { id, ok: true, value: b.path };
+    case 'bool':
+      return { id, ok: true, value: b.value };
+  }
+}
 
 /**
- * Carry out one validated request against the store: the same code for the ring transport and
- * the in-process client. A throw from the store is a bug in it: answered EIO, reported to `onBug`.
+ * The ring adapter: one decoded request through the dispatcher, answered as a response slot.
+ * The same code serves xenstored's rings and the in-process client.
  */
-export function xsDispatch(store: XenStore, conn: XsConnection, req: XsRequest, onBug?: (e: unknown) => void): XsWireResponse {
-  const { id, tx, path } = req;
-  const no = (error: XsError): XsWireResponse => ({ id, ok: false, error });
-  const reply = <T>(r: { ok: true; value: T } | { ok: false; error: XsError }, map?: (v: T) => XsReplyValue): XsWireResponse =>
-    r.ok ? (map ? { id, ok: true, value: map(r.value) } : { id, ok: true }) : no(r.error);
-  try {
-    switch (req.op) {
-      case XS_READ:
-        // A copy: the store's buffer is the node itself (the in-process client hands it out).
-        return reply(store.read(conn, path, tx), (b) => new Uint8Array(b));
-      case XS_WRITE:
-        return reply(store.write(conn, path, req.value, tx));
-      case XS_MKDIR:
-        return reply(store.mkdir(conn, path, tx));
-      case XS_RM:
-        return reply(store.rm(conn, path, tx));
-      case XS_DIRECTORY:
-        return reply(store.directory(conn, path, tx), (names) => names);
-      case XS_GET_PERMS:
-        return reply(store.getPerms(conn, path, tx), (p) => permsToString(p));
-      case XS_SET_PERMS:
-        return reply(store.setPerms(conn, path, req.perms, tx));
-      case XS_WATCH:
-        return reply(store.watch(conn, path, req.token));
-      case XS_UNWATCH:
-        return reply(store.unwatch(conn, path, req.token));
-      case XS_TRANSACTION_START:
-        return reply(store.transactionStart(conn), (t) => t);
-      case XS_TRANSACTION_END:
-        return reply(store.transactionEnd(conn, tx, req.commit));
-      case XS_RESET_WATCHES:
-        store.resetWatches(conn);
-        return { id, ok: true };
-      case XS_GET_DOMAIN_PATH:
-        return DOMID.test(path) && Number(path) <= 0xffff ? { id, ok: true, value: store.getDomainPath(Number(path)) } : no('EINVAL');
-      case XS_IS_DOMAIN_INTRODUCED:
-        return DOMID.test(path) && Number(path) <= 0xffff ? { id, ok: true, value: store.isDomainIntroduced(Number(path)) } : no('EINVAL');
-      default:
-        return no('ENOSYS');
-    }
-  } catch (e) {
-    onBug?.(e);
-    return no('EIO');
-  }
+export function xsDispatch(store: XenStore, conn: XsConnection, id: number, req: XsRequest, hooks?: XsHooks): XsWireResponse {
+  return xsRingResponse(id, xsExecute(store, conn, req, hooks));
 }
+
+/** Whether a watch event fits one xs_wire payload; cxenstored drops those that do not (send_event). */
+export const xsRingEventFits = (ev: WatchEvent): boolean => Buffer.byteLength(ev.path) + Buffer.byteLength(ev.token) + 2 <= XENSTORE_PAYLOAD_MAX;
 
 // ─────────────────────────── the daemon ───────────────────────────
 
@@ -352,7 +358,15 @@ export class XenstoredDaemon {
   private readonly seqNow: (() => number) | undefined;
   private readonly onBug: (e: unknown) => void;
   private readonly st: XenstoredStats = { connections: 0, requests: 0, errors: 0, malformed: 0, brokenRings: 0, watchEventsSent: 0, watchEventsDropped: 0, internalErrors: 0 };
+  /**
+   * What the dispatcher calls back for: INTRODUCE and RELEASE go through this daemon (a
+   * released domain's rings close), store bugs are counted. The xs_wire socket of the same
+   * store is handed these too (see xenstored-worker.ts).
+   */
+  readonly hooks: XsHooks;
   private running = false;
+  /** True inside `poll()`: events queued then go out at its end, with no doorbell needed. */
+  private polling = false;
   private loop: Promise<void> | null = null;
   private keepAlive: KeepAlive | null = null;
 
@@ -364,6 +378,14 @@ export class XenstoredDaemon {
     for (let p = XS_CONNECTIONS_MAX; p >= 1; p--) this.freePorts.push(p);
     this.seqNow = opts.seqNow;
     this.onBug = opts.onBug ?? ((e) => console.error('xenstored: store bug:', e));
+    this.hooks = {
+      introduceDomain: (dom) => this.introduce(dom),
+      releaseDomain: (dom) => this.release(dom),
+      onBug: (e) => {
+        this.st.internalErrors++;
+        this.onBug(e);
+      },
+    };
   }
 
   /**
@@ -388,8 +410,13 @@ export class XenstoredDaemon {
     client.bind(XS_CLIENT_PORT, 0);
     const queued: XsWireWatchEvent[] = [];
     const storeConn = this.store.connect(dom, (ev: WatchEvent) => {
-      if (queued.length >= XS_WATCH_EVENTS_QUEUED_MAX) this.st.watchEventsDropped++;
-      else queued.push({ path: ev.path, token: ev.token });
+      if (!xsRingEventFits(ev) || queued.length >= XS_WATCH_EVENTS_QUEUED_MAX) {
+        this.st.watchEventsDropped++;
+        return;
+      }
+      queued.push({ path: ev.path, token: ev.token });
+      // Fired from outside a poll (the xs_wire socket, a command): wake the loop to flush it.
+      if (!this.polling) this.bells.raise(CONTROL_PORT);
     });
     const spec: XsRingSpec = {
       conn: storeConn.id,
@@ -462,6 +489,15 @@ export class XenstoredDaemon {
    * drives this directly.
    */
   poll(): boolean {
+    this.polling = true;
+    try {
+      return this.pollOnce();
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  private pollOnce(): boolean {
     this.waiter.takePending(() => {});
     let more = false;
     for (const [port, c] of this.conns) {
@@ -480,10 +516,7 @@ export class XenstoredDaemon {
             if (parsed.id === 0) this.st.malformed++;
             rsp = { id: parsed.id, ok: false, error: parsed.error };
           } else {
-            rsp = xsDispatch(this.store, c.store, parsed.req, (e) => {
-              this.st.internalErrors++;
-              this.onBug(e);
-            });
+            rsp = xsDispatch(this.store, c.store, parsed.id, parsed.req, this.hooks);
           }
         }
         this.st.requests++;
@@ -687,8 +720,8 @@ export interface XenstoredWorkerData {
 export const XENSTORED_WORKER_URL = new URL('./xenstored-worker.js', import.meta.url);
 
 /** xenstored in its own thread; toolstack commands travel over a MessagePort. */
-export async function startXenstoredWorker(opts: { log?: LogChannelSpec | null; quota?: Partial<XsQuota> } = {}): Promise<XenstoredHandle> {
-  const data: XenstoredWorkerData = { log: opts.log ?? null, ...(opts.quota ? { quota: opts.quota } : {}) };
+export async function startXenstoredWorker(opts: { log?: LogChannelSpec | null; quota?: Partial<XsQuota>; socketPath?: string } = {}): Promise<XenstoredHandle> {
+  const data: XenstoredWorkerData = { log: opts.log ?? null, ...(opts.quota ? { quota: opts.quota } : {}), ...(opts.socketPath ? { socketPath: opts.socketPath } : {}) };
   const w = await startCommandWorker<XsdCommand, XsdReply>(new URL('./xenstored-worker.js', import.meta.url), data, 'pvsim-xenstored');
   const worker = w.worker;
   const request = (cmd: XsdCommand): Promise<XsdReply> => w.request(cmd);

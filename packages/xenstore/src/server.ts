@@ -10,9 +10,14 @@
  *  - output: replies are bounded by that pause, but watch events fired by others are not; a
  *    client whose unread output exceeds `maxQueuedBytes` is disconnected;
  *  - malformed requests get error replies (see wire.ts); nothing a client sends throws.
+ *
+ * Requests go through the same dispatcher as the rings' (dispatch.ts, via wire.ts's
+ * `handleMessage`); when xenstored serves the socket beside its rings it passes its `hooks`, so
+ * an XS_RELEASE here closes the domain's rings too.
  */
 import { lstatSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
+import type { XsHooks } from './dispatch.js';
 import type { XenStore } from './store.js';
 import type { XsConnection } from './types.js';
 import { XsWireDecoder, encodeWatchEvent, handleMessage } from './wire.js';
@@ -22,6 +27,8 @@ export interface XsSocketServerOptions {
   highWaterBytes?: number;
   /** Close a connection with more unread output than this (events pile up). Default 1 MiB. */
   maxQueuedBytes?: number;
+  /** The dispatcher's hooks (xenstored's own, when it shares its store with the socket). */
+  hooks?: XsHooks;
 }
 
 export interface XsSocketServer {
@@ -44,7 +51,7 @@ export async function startXsSocketServer(store: XenStore, socketPath: string, o
   removeStaleSocket(socketPath);
   const server: Server = createServer({ allowHalfOpen: false }, (socket) => {
     sockets.add(socket);
-    serveConnection(store, socket, highWater, maxQueued);
+    serveConnection(store, socket, highWater, maxQueued, opts.hooks);
     socket.once('close', () => sockets.delete(socket));
   });
 
@@ -86,7 +93,7 @@ function removeStaleSocket(path: string): void {
   }
 }
 
-function serveConnection(store: XenStore, socket: Socket, highWater: number, maxQueued: number): void {
+function serveConnection(store: XenStore, socket: Socket, highWater: number, maxQueued: number, hooks: XsHooks | undefined): void {
   const decoder = new XsWireDecoder();
   /** True while this connection's own request is being handled: its events wait for the reply. */
   let busy = false;
@@ -129,7 +136,7 @@ function serveConnection(store: XenStore, socket: Socket, highWater: number, max
       busy = true;
       let reply: Buffer;
       try {
-        reply = handleMessage(store, conn, msg);
+        reply = handleMessage(store, conn, msg, hooks);
       } finally {
         busy = false;
       }

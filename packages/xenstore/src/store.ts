@@ -244,6 +244,11 @@ export class XenStore {
     return ok(id);
   }
 
+  /** Whether `tx` is one of the connection's open transactions (cxenstored's transaction_lookup). */
+  hasTransaction(conn: XsConnection, tx: number): boolean {
+    return this.txs.get(tx)?.conn.id === conn.id;
+  }
+
   /**
    * End a transaction. Committing fails with EAGAIN when anything it read or wrote changed
    * since it started; then nothing of it is applied and the client retries.

@@ -1,61 +1,52 @@
 /**
- * The `xs_wire` codec: `struct xsd_sockmsg { u32 type, req_id, tx_id, len }` (little-endian, the
- * host order on x86) followed by `len` payload bytes; and the dispatch of one request to the
- * store, `handleMessage`, which is transport-independent (the Unix-socket server and the ring
- * transport both use it).
+ * The `xs_wire` transport: `struct xsd_sockmsg { u32 type, req_id, tx_id, len }` (little-endian,
+ * the host order on x86) followed by `len` payload bytes. This file frames and parses bytes
+ * only; what a request does is dispatch.ts's (`xsExecute`), shared with the ring transport.
+ * `handleMessage` is the adapter: payload → decoded request → `xsExecute` → reply bytes.
  *
  * Wire strings (paths, tokens, permissions, numbers) are decoded and encoded as latin1, so every
  * byte round-trips exactly (a watch token comes back byte for byte); values are raw bytes.
  *
- * Request payloads are parsed strictly: a request whose payload is not exactly the
- * NUL-terminated strings its type takes gets an `EINVAL` reply. Nothing here throws on input.
- *
- * Behaviour follows cxenstored (tools/xenstored/core.c, domain.c, watch.c):
- *  - privileged-only types (CONTROL, INTRODUCE, RELEASE, IS_DOMAIN_INTRODUCED, RESUME,
- *    SET_TARGET, SET_FEATURE, GET/SET_QUOTA) answer `EACCES` to a guest before anything else;
- *  - unknown types, and types a client must not send (WATCH_EVENT, ERROR), answer `ENOSYS`;
- *  - a reply longer than XENSTORE_PAYLOAD_MAX is replaced by `E2BIG` (send_reply), which is
- *    what makes libxenstore fall back from DIRECTORY to DIRECTORY_PART;
+ * Request payloads are parsed strictly: a payload that is not exactly the NUL-terminated
+ * strings its type takes is `EINVAL` — answered by the dispatcher after the checks cxenstored
+ * makes first (type, privilege, transaction). Nothing here throws on input. Wire specifics:
+ *  - a reply longer than XENSTORE_PAYLOAD_MAX is `E2BIG` (send_reply), which is what makes
+ *    libxenstore fall back from DIRECTORY to DIRECTORY_PART;
  *  - a watch event longer than XENSTORE_PAYLOAD_MAX is dropped (send_event);
  *  - WATCH with a third (depth) string is `EINVAL`: no transport here offers WATCHDEPTH.
  */
+import { xsExecute, introduceArgs, parseDomid, parseOffset, xsIsOp, type XsBadArgs, type XsBody, type XsHooks, type XsOp, type XsReply, type XsRequest } from './dispatch.js';
 import type { XenStore } from './store.js';
+import { parsePerm } from './store.js';
 import {
   XENSTORE_PAYLOAD_MAX,
   XSD_SOCKMSG_BYTES,
-  XS_CONTROL,
   XS_DIRECTORY,
   XS_DIRECTORY_PART,
   XS_ERROR,
   XS_GET_DOMAIN_PATH,
-  XS_GET_FEATURE,
   XS_GET_PERMS,
-  XS_GET_QUOTA,
   XS_INTRODUCE,
   XS_IS_DOMAIN_INTRODUCED,
   XS_MKDIR,
   XS_READ,
   XS_RELEASE,
   XS_RESET_WATCHES,
-  XS_RESUME,
   XS_RM,
-  XS_SET_FEATURE,
   XS_SET_PERMS,
-  XS_SET_QUOTA,
-  XS_SET_TARGET,
   XS_TRANSACTION_END,
   XS_TRANSACTION_START,
   XS_UNWATCH,
   XS_WATCH,
   XS_WATCH_EVENT,
   XS_WRITE,
-  type PermMode,
   type WatchEvent,
   type XsConnection,
   type XsError,
   type XsPerm,
-  type XsResult,
 } from './types.js';
+
+export { childListGeneration, directoryPart, parseDomid } from './dispatch.js';
 
 /** One `xsd_sockmsg` and its payload. */
 export interface XsMessage {
@@ -200,7 +191,6 @@ function parseHeader(buf: Buffer, at: number): XsMessage {
 }
 
 const EMPTY = Buffer.alloc(0);
-const NUL = Buffer.from([0]);
 
 // ─────────────────────────────────── replies ───────────────────────────────────
 
@@ -261,15 +251,7 @@ export function takeStrings(payload: Buffer, n: number): string[] | null {
 /** The payload as NUL-terminated strings (at least one), or null if the last is unterminated. */
 function allStrings(payload: Buffer): string[] | null {
   if (payload.length === 0 || payload[payload.length - 1] !== 0) return null;
-  const out: string[] = [];
-  let start = 0;
-  for (let i = 0; i < payload.length; i++) {
-    if (payload[i] === 0) {
-      out.push(payload.toString('latin1', start, i));
-      start = i + 1;
-    }
-  }
-  return out;
+  return splitStrings(payload);
 }
 
 /** WRITE: `"path\0value"`; the value is the rest, any bytes, no terminator. */
@@ -280,225 +262,116 @@ export function parseWrite(payload: Buffer): { path: string; value: Buffer } | n
 }
 
 /** One `w0`/`r1`/`b2`/`n3` entry (mode letter, decimal domid ≤ 65535), or null. */
-export function parsePermString(s: string): XsPerm | null {
-  const m = /^([nrwb])(\d{1,5})$/.exec(s);
-  if (!m) return null;
-  const dom = Number(m[2]);
-  return dom <= 0xffff ? { mode: m[1] as PermMode, dom } : null;
-}
-
-/** `parse_domid`: decimal, ≤ 65535. */
-export function parseDomid(s: string): number | null {
-  if (!/^\d{1,5}$/.test(s)) return null;
-  const d = Number(s);
-  return d <= 0xffff ? d : null;
-}
+export const parsePermString: (s: string) => XsPerm | null = parsePerm;
 
 /**
- * A stand-in for a node's generation count in DIRECTORY_PART replies: the store does not expose
- * one, and the only thing a client does with it is compare it between parts to notice the list
- * changed underneath. A 64-bit FNV-1a of the child list does that.
+ * An `xsd_sockmsg` as the dispatcher takes it. A payload that does not parse becomes an
+ * `XsBadArgs` (EINVAL), answered only after the type, privilege and transaction checks.
  */
-export function childListGeneration(children: Buffer): string {
-  let h = 0xcbf29ce484222325n;
-  for (const b of children) {
-    h ^= BigInt(b);
-    h = (h * 0x100000001b3n) & 0xffffffffffffffffn;
-  }
-  return h.toString(10);
+export function decodeWireRequest(msg: XsMessage): XsRequest {
+  return { tx: msg.txId, op: decodeArgs(msg.type, msg.payload) };
 }
 
-/**
- * DIRECTORY_PART's reply payload for the child list `children` (each name NUL-terminated) from
- * byte `off`, exactly as cxenstored's send_directory_part builds it: `"<gen>\0"`, then as many
- * whole names as fit, then one more NUL when the list ends in this part.
- */
-export function directoryPart(children: Buffer, off: number, gen: string): Buffer {
-  const genBuf = Buffer.from(`${gen}\0`, 'latin1');
-  if (off >= children.length) return Buffer.concat([genBuf, NUL]);
-  const maxlen = XENSTORE_PAYLOAD_MAX - genBuf.length - 1;
-  let len = 0;
-  while (true) {
-    const end = children.indexOf(0, off + len);
-    const childLen = (end < 0 ? children.length : end) - (off + len);
-    if (len + childLen >= maxlen) break;
-    len += childLen + 1;
-    if (off + len >= children.length) break;
-  }
-  const parts = [genBuf, children.subarray(off, off + len)];
-  if (off + len >= children.length) parts.push(NUL);
-  return Buffer.concat(parts);
-}
-
-// ─────────────────────────────────── dispatch ───────────────────────────────────
-
-/** Types only a privileged (dom0) connection may send. */
-const PRIVILEGED = new Set([XS_CONTROL, XS_INTRODUCE, XS_RELEASE, XS_IS_DOMAIN_INTRODUCED, XS_RESUME, XS_SET_TARGET, XS_SET_FEATURE, XS_GET_QUOTA, XS_SET_QUOTA]);
-
-/**
- * Transactions each connection started over the wire, so RESET_WATCHES can abort them (the
- * store's resetWatches drops watches only). Ended ones leave on TRANSACTION_END; ones the store
- * ended itself (disconnect) go with the connection object.
- */
-const openTransactions = new WeakMap<XsConnection, Set<number>>();
-
-/** The store's view of who may do privileged things. */
-const isPrivileged = (conn: XsConnection): boolean => conn.dom === 0;
-
-/**
- * Handle one request for `conn` and return the encoded reply (exactly one per request). Never
- * throws: malformed payloads are EINVAL, unknown types ENOSYS, and an exception from the store
- * (a bug there) is answered EIO.
- *
- * Watch events the store delivers while this runs (the one a WATCH fires at once, those a
- * write fires on this very connection) should reach the client after this reply, as
- * cxenstored orders them: a transport queues events during the call and flushes them after.
- */
-export function handleMessage(store: XenStore, conn: XsConnection, msg: XsMessage): Buffer {
-  try {
-    return dispatch(store, conn, msg);
-  } catch {
-    return encodeError(msg, 'EIO');
-  }
-}
-
-function dispatch(store: XenStore, conn: XsConnection, msg: XsMessage): Buffer {
-  const { type, payload } = msg;
-  const tx = msg.txId === 0 ? undefined : msg.txId;
-  const err = (e: XsError) => encodeError(msg, e);
-  const done = (r: XsResult<unknown>) => (r.ok ? encodeOk(msg) : err(r.error));
+function decodeArgs(type: number, payload: Buffer): XsOp | XsBadArgs {
+  const bad: XsBadArgs = { type, bad: 'EINVAL' };
+  if (!xsIsOp(type)) return bad; // the dispatcher answers these without looking at arguments
   const one = (): string | null => takeStrings(payload, 1)?.[0] ?? null;
-
-  if (PRIVILEGED.has(type) && !isPrivileged(conn)) return err('EACCES');
-
+  const domArg = (t: typeof XS_GET_DOMAIN_PATH | typeof XS_IS_DOMAIN_INTRODUCED | typeof XS_RELEASE): XsOp | XsBadArgs => {
+    const s = one();
+    const dom = s === null ? null : parseDomid(s);
+    return dom === null ? bad : { type: t, dom };
+  };
   switch (type) {
-    case XS_READ: {
+    case XS_READ:
+    case XS_DIRECTORY:
+    case XS_GET_PERMS:
+    case XS_MKDIR:
+    case XS_RM: {
       const path = one();
-      if (path === null) return err('EINVAL');
-      const r = store.read(conn, path, tx);
-      return r.ok ? encodeReply(msg, r.value) : err(r.error);
-    }
-    case XS_DIRECTORY: {
-      const path = one();
-      if (path === null) return err('EINVAL');
-      const r = store.directory(conn, path, tx);
-      return r.ok ? encodeReply(msg, joinStrings(r.value)) : err(r.error);
+      return path === null ? bad : { type, path };
     }
     case XS_DIRECTORY_PART: {
       const args = takeStrings(payload, 2);
-      if (!args) return err('EINVAL');
-      const [path, offStr] = args as [string, string];
-      if (!/^\d{1,10}$/.test(offStr)) return err('EINVAL');
-      const r = store.directory(conn, path, tx);
-      if (!r.ok) return err(r.error);
-      const children = joinStrings(r.value);
-      return encodeReply(msg, directoryPart(children, Number(offStr), childListGeneration(children)));
-    }
-    case XS_GET_PERMS: {
-      const path = one();
-      if (path === null) return err('EINVAL');
-      const r = store.getPerms(conn, path, tx);
-      return r.ok ? encodeReply(msg, joinStrings(r.value.map((p) => `${p.mode}${p.dom}`))) : err(r.error);
+      const offset = args ? parseOffset(args[1]!) : null;
+      return offset === null ? bad : { type, path: args![0]!, offset };
     }
     case XS_WRITE: {
       const w = parseWrite(payload);
-      if (!w) return err('EINVAL');
-      return done(store.write(conn, w.path, w.value, tx));
-    }
-    case XS_MKDIR: {
-      const path = one();
-      if (path === null) return err('EINVAL');
-      return done(store.mkdir(conn, path, tx));
-    }
-    case XS_RM: {
-      const path = one();
-      if (path === null) return err('EINVAL');
-      return done(store.rm(conn, path, tx));
+      return w ? { type, path: w.path, value: w.value } : bad;
     }
     case XS_SET_PERMS: {
       const args = allStrings(payload);
-      if (!args || args.length < 2) return err('EINVAL');
+      if (!args || args.length < 2) return bad;
       const perms: XsPerm[] = [];
       for (const s of args.slice(1)) {
-        const p = parsePermString(s);
-        if (!p) return err('EINVAL');
+        const p = parsePerm(s);
+        if (!p) return bad;
         perms.push(p);
       }
-      return done(store.setPerms(conn, args[0]!, perms, tx));
+      return { type, path: args[0]!, perms };
     }
     case XS_WATCH:
     case XS_UNWATCH: {
       const args = takeStrings(payload, 2);
-      if (!args) return err('EINVAL');
-      const [path, token] = args as [string, string];
-      return done(type === XS_WATCH ? store.watch(conn, path, token) : store.unwatch(conn, path, token));
+      return args ? { type, path: args[0]!, token: args[1]! } : bad;
     }
-    case XS_RESET_WATCHES: {
-      // docs/misc/xenstore.txt: "Reset all watches and transactions of the caller".
-      store.resetWatches(conn);
-      const open = openTransactions.get(conn);
-      if (open) {
-        for (const id of open) store.transactionEnd(conn, id, false);
-        open.clear();
-      }
-      return encodeOk(msg);
-    }
-    case XS_TRANSACTION_START: {
-      // cxenstored ignores the payload (clients send "\0"); nesting is EBUSY.
-      if (tx !== undefined) return err('EBUSY');
-      const r = store.transactionStart(conn);
-      if (!r.ok) return err(r.error);
-      let open = openTransactions.get(conn);
-      if (!open) openTransactions.set(conn, (open = new Set()));
-      open.add(r.value);
-      return encodeReply(msg, `${r.value}\0`);
-    }
+    case XS_TRANSACTION_START:
+    case XS_RESET_WATCHES:
+      return { type };
     case XS_TRANSACTION_END: {
       const arg = one();
-      if (arg !== 'T' && arg !== 'F') return err('EINVAL');
-      if (tx === undefined) return err('ENOENT');
-      const r = store.transactionEnd(conn, tx, arg === 'T');
-      // Whatever the outcome (EAGAIN included), the transaction is over.
-      openTransactions.get(conn)?.delete(tx);
-      return done(r);
+      return arg === 'T' || arg === 'F' ? { type, commit: arg === 'T' } : bad;
     }
-    case XS_GET_DOMAIN_PATH: {
-      const s = one();
-      const dom = s === null ? null : parseDomid(s);
-      if (dom === null) return err('EINVAL');
-      return encodeReply(msg, `${store.getDomainPath(dom)}\0`);
-    }
-    case XS_IS_DOMAIN_INTRODUCED: {
-      const s = one();
-      const dom = s === null ? null : parseDomid(s);
-      if (dom === null) return err('EINVAL');
-      return encodeReply(msg, store.isDomainIntroduced(dom) ? 'T\0' : 'F\0');
-    }
+    case XS_GET_DOMAIN_PATH:
+    case XS_IS_DOMAIN_INTRODUCED:
+    case XS_RELEASE:
+      return domArg(type);
     case XS_INTRODUCE: {
-      // "domid\0gfn\0port\0": the ring is the ring transport's business; here the domain exists.
+      // "domid\0gfn\0port\0".
       const args = takeStrings(payload, 3);
-      if (!args) return err('EINVAL');
-      const dom = parseDomid(args[0]!);
-      if (dom === null || !/^\d{1,20}$/.test(args[1]!) || !/^\d{1,10}$/.test(args[2]!) || Number(args[2]) <= 0) return err('EINVAL');
-      store.introduceDomain(dom);
-      return encodeOk(msg);
+      return args ? introduceArgs(args[0]!, args[1]!, args[2]!) : bad;
     }
-    case XS_RELEASE: {
-      const s = one();
-      const dom = s === null ? null : parseDomid(s);
-      if (dom === null || dom === 0) return err('EINVAL');
-      if (!store.isDomainIntroduced(dom)) return err('ENOENT');
-      store.releaseDomain(dom);
-      return encodeOk(msg);
-    }
-    case XS_CONTROL:
-    case XS_RESUME:
-    case XS_SET_TARGET:
-    case XS_GET_FEATURE:
-    case XS_SET_FEATURE:
-    case XS_GET_QUOTA:
-    case XS_SET_QUOTA:
     default:
-      return err('ENOSYS');
+      return bad;
   }
+}
+
+/** A successful reply's xs_wire payload. */
+export function wireBody(body: XsBody): Buffer {
+  switch (body.kind) {
+    case 'ack':
+      return OK_PAYLOAD;
+    case 'bytes':
+      return body.bytes;
+    case 'names':
+      return joinStrings(body.names);
+    case 'perms':
+      return joinStrings(body.perms.map((p) => `${p.mode}${p.dom}`));
+    case 'tx':
+      return Buffer.from(`${body.tx}\0`, 'latin1');
+    case 'path':
+      return Buffer.from(`${body.path}\0`, 'latin1');
+    case 'bool':
+      return Buffer.from(body.value ? 'T\0' : 'F\0', 'latin1');
+  }
+}
+
+/** The reply to `req`: its type echoed with the payload, or XS_ERROR. */
+export const encodeWireReply = (req: XsHeader, reply: XsReply): Buffer => (reply.ok ? encodeReply(req, wireBody(reply.body)) : encodeError(req, reply.error));
+
+const OK_PAYLOAD = Buffer.from('OK\0', 'latin1');
+
+// ─────────────────────────────────── the adapter ───────────────────────────────────
+
+/**
+ * Handle one request for `conn` and return the encoded reply (exactly one per request). Never
+ * throws: see dispatch.ts for the checks and their order. `hooks` lets xenstored close a
+ * released domain's rings (and see store bugs).
+ *
+ * Watch events the store delivers while this runs (the one a WATCH fires at once, those a
+ * write fires on this very connection) should reach the client after this reply: the socket
+ * server queues them during the call and writes them after.
+ */
+export function handleMessage(store: XenStore, conn: XsConnection, msg: XsMessage, hooks?: XsHooks): Buffer {
+  return encodeWireReply(msg, xsExecute(store, conn, decodeWireRequest(msg), hooks));
 }

@@ -23,7 +23,8 @@ try {
   });
   // start() holds the event loop: a pending Atomics.waitAsync alone would let the thread exit.
   daemon.start();
-  const server = data.socketPath ? await startXsSocketServer(daemon.store, data.socketPath) : null;
+  // The socket shares the daemon's store and hooks: one dispatcher, whichever transport.
+  const server = data.socketPath ? await startXsSocketServer(daemon.store, data.socketPath, { hooks: daemon.hooks }) : null;
   port.on('message', (m: { type: 'command'; id: number; cmd: XsdCommand }) => {
     if (m?.type !== 'command') return;
     let reply: XsdReply;

@@ -17,9 +17,11 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { startXenstoredInProcess } from '../../../packages/xenstore/dist/daemon.js';
 import { startXsSocketServer, type XsSocketServer } from '../../../packages/xenstore/dist/server.js';
 import { XenStore } from '../../../packages/xenstore/dist/store.js';
-import type { XsConnection } from '../../../packages/xenstore/dist/types.js';
+import { XsRingPeer } from '../../../packages/xenstore/dist/testing.js';
+import { XS_SET_PERMS, XS_WATCH, XS_WRITE, type XsConnection } from '../../../packages/xenstore/dist/types.js';
 
 const TOOLS = ['xenstore-ls', 'xenstore-read', 'xenstore-write', 'xenstore-rm', 'xenstore-list', 'xenstore-watch', 'xenstore-exists', 'xenstore-chmod'];
 const BIN = '/usr/bin';
@@ -351,6 +353,80 @@ describe.skipIf(SKIP)('xenstore-utils against the pvsim xenstored socket', () =>
       await w.until(() => w.lines.length >= 2, 'the introduction');
       expect(w.lines).toEqual(['@introduceDomain', '@introduceDomain']);
     });
+  });
+});
+
+/**
+ * The tools on the socket of a xenstored that also serves rings (as the launcher runs it): both
+ * transports reach one dispatcher and one store, and a change made over either wakes watchers
+ * on the other.
+ */
+describe.skipIf(SKIP)('xenstore-utils beside ring clients of one xenstored', () => {
+  let xsd: ReturnType<typeof startXenstoredInProcess>;
+  let sockDir: string;
+
+  beforeAll(async () => {
+    sockDir = mkdtempSync(join(tmpdir(), 'pvsim-xs-utils-rings-'));
+    sock = join(sockDir, 'socket');
+    xsd = startXenstoredInProcess();
+    server = await startXsSocketServer(xsd.daemon.store, sock, { hooks: xsd.daemon.hooks });
+  });
+
+  afterAll(async () => {
+    await server?.close();
+    await xsd?.stop();
+    if (sockDir) rmSync(sockDir, { recursive: true, force: true });
+  });
+
+  /** Poll `take` until it yielded `n` items (at most 10 s). */
+  async function collect(take: () => string[], n: number): Promise<string[]> {
+    const got: string[] = [];
+    const end = Date.now() + 10_000;
+    while (got.length < n && Date.now() < end) {
+      got.push(...take());
+      if (got.length < n) await new Promise((r) => setTimeout(r, 5));
+    }
+    return got;
+  }
+
+  it('xenstore-write wakes a ring watcher; what a guest writes over its ring, xenstore-read and xenstore-ls -p show', async () => {
+    const dom0 = new XsRingPeer(await xsd.connect(0));
+    const guest = new XsRingPeer(await xsd.connect(3));
+    try {
+      expect(await dom0.request(XS_WATCH, 0, ['/local/domain/3/device', 'dev'])).toBe('OK');
+      await ok('xenstore-write', '/local/domain/3/device/vbd/51712/state', '1');
+      expect(await collect(() => dom0.takeEvents(), 2)).toEqual(['/local/domain/3/device|dev', '/local/domain/3/device/vbd/51712/state|dev']);
+
+      // The guest's home, as the toolstack makes it; then the guest writes over its ring.
+      await ok('xenstore-chmod', '/local/domain/3', 'n3');
+      expect(await guest.request(XS_WRITE, 0, ['data/name', 'guest-3'])).toBe('OK');
+      expect(await guest.request(XS_SET_PERMS, 0, ['data/name', 'n3', 'r0'])).toBe('OK');
+      expect(await ok('xenstore-read', '/local/domain/3/data/name')).toBe('guest-3\n');
+      expect(await ok('xenstore-ls', '-p', '/local/domain/3/data')).toMatch(/^name = "guest-3" [. ]+ {2}\(n3,r0\)\n$/);
+      await ok('xenstore-rm', '/local/domain/3');
+    } finally {
+      dom0.close();
+      guest.close();
+    }
+  });
+
+  it('xenstore-watch prints a change a ring client makes', async () => {
+    const writer = new XsRingPeer(await xsd.connect(0));
+    const child = spawn(join(BIN, 'xenstore-watch'), ['-n', '2', '/pvsim-rings'], { env: { ...process.env, XENSTORED_PATH: sock }, stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let out = '';
+      child.stdout!.setEncoding('latin1');
+      child.stdout!.on('data', (s: string) => (out += s));
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      const end = Date.now() + 10_000;
+      while (!out.includes('/pvsim-rings\n') && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
+      expect(await writer.request(XS_WRITE, 0, ['/pvsim-rings/k', 'v'])).toBe('OK');
+      expect(await exited).toBe(0);
+      expect(out).toBe('/pvsim-rings\n/pvsim-rings/k\n');
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      writer.close();
+    }
   });
 });
 
