@@ -93,6 +93,9 @@ describe('pvsim up', () => {
     expect(ps.code).toBe(0);
     expect(ps.out).toMatch(/running \(pid \d+\)/);
     expect(ps.out).toMatch(/guest2\s+2\s+32\s+2\s+r-----/);
+    // Live, from the run's control socket: I/O counters per device (each disk did its probe read).
+    expect(ps.out).toMatch(/Domain\s+Vdev\s+in-flight \(front\)\s+in-flight \(back\)\s+completed/);
+    expect(ps.out).toMatch(/guest2\s+51728 \(xvdb\)\s+\d+\s+\d+\s+[1-9]\d*/);
 
     const code = await up.exited;
     expect({ code, err: up.err, tail: code === 0 ? '' : up.out.slice(-400) }).toEqual({ code: 0, err: '', tail: '' });
@@ -116,6 +119,7 @@ describe('pvsim up', () => {
     expect(readdirSync(join(runDir, 'events')).some((f) => f.endsWith('.pvlog'))).toBe(true);
     expect(existsSync(join(runDir, 'snapshot.msgpack'))).toBe(true);
     expect(existsSync(sock)).toBe(false);
+    expect(existsSync(join(runDir, 'control.sock'))).toBe(false);
 
     const rep = pvsimSync('replay', join(runDir, 'events'), '--check');
     expect(rep.out).toMatch(/hv\.grants/);

@@ -32,6 +32,8 @@ export type SinkToParent =
 
 export interface SinkWorkerHandle {
   readonly hub: LogHubSpec;
+  /** The sink's thread (for `worker.performance.eventLoopUtilization()`). */
+  readonly worker: Worker;
   /** Create a writer channel and wait until the sink drains it. */
   channel(name: string, dom: number, order?: number): Promise<LogChannelSpec>;
   stats(): Promise<SinkStats>;
@@ -67,6 +69,7 @@ export async function startSinkWorker(opts: Omit<SinkWorkerData, 'hub'> & { hub?
     });
   return {
     hub,
+    worker,
     async channel(name, dom, order) {
       const spec = createLogChannel(hub, nextId++, name, dom, order);
       const r = await request({ type: 'attach', spec }, 'attached');

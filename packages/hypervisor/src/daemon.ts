@@ -5,6 +5,7 @@
  * deterministic mode) or in its own worker thread (`startHypervisorWorker`).
  */
 import { startCommandWorker } from '@pvsim/runtime';
+import type { Worker } from 'node:worker_threads';
 import type { EventEmitter, LogChannelSpec } from '@pvsim/eventlog';
 import { Hypervisor, type DomainCreateOptions, type HypercallClient } from './client.js';
 import type { HypervisorSpec } from './shared.js';
@@ -101,6 +102,8 @@ export interface HypervisorWorkerData {
 }
 
 export interface HypervisorHandle {
+  /** The daemon's thread (for `worker.performance.eventLoopUtilization()`). */
+  readonly worker: Worker;
   request(cmd: HvCommand): Promise<HvReply>;
   stop(): Promise<void>;
 }
@@ -110,6 +113,7 @@ export async function startHypervisorWorker(data: HypervisorWorkerData): Promise
   const w = await startCommandWorker<HvCommand, HvReply>(new URL('./hypervisor-worker.js', import.meta.url), data, 'pvsim-hypervisor');
   const worker = w.worker;
   return {
+    worker,
     request: (cmd) => w.request(cmd),
     async stop() {
       await worker.terminate();

@@ -61,6 +61,8 @@ try {
           ok: true,
           devices: backs.map((b) => ({ frontDom: b.frontDom, devid: b.devid, state: b.end.state, port: b.dev.connected ? b.dev.localPort : -1, inflight: b.dev.inflight, error: b.dev.halted })),
         };
+      case 'load':
+        return { ok: false, error: 'dom0 blkback runs no load jobs' };
       case 'shutdown': {
         // The frontends close first (drained); each backend follows to Closed once idle.
         await Promise.all(backs.map((b) => b.end.waitForState(XenbusState.Closed, cmd.timeoutMs).catch(() => undefined)));

@@ -8,6 +8,7 @@ import { Blkfront } from '@pvsim/blkfront';
 import { EventWriter, nullEmitter } from '@pvsim/eventlog';
 import { Hypervisor, P2M_MFN_MASK } from '@pvsim/hypervisor';
 import { RealClock, serveCommands } from '@pvsim/runtime';
+import { runJob, type BlockTarget } from '@pvsim/loadgen';
 import { XsRingClient } from '@pvsim/xenstore';
 import { runUpcallLoop } from './evtloop.js';
 import type { DeviceCommand, DeviceReply, GuestWorkerData } from './protocol.js';
@@ -24,7 +25,8 @@ try {
   const hv = new Hypervisor(data.spec);
   const client = hv.client(data.domid, events);
   const xs = new XsRingClient(data.xs, { events });
-  const fronts: { front: Blkfront; devid: number }[] = [];
+  const fronts: { front: Blkfront; devid: number; vdevName: string }[] = [];
+  let loading = false;
   const errors: string[] = [];
   const ports = () => {
     const m = new Map<number, () => void>();
@@ -47,7 +49,7 @@ try {
       grantRefs: d.grantRefs,
       ringPageOrder: d.ringPageOrder,
     });
-    fronts.push({ front, devid: d.devid });
+    fronts.push({ front, devid: d.devid, vdevName: d.vdevName });
   }
 
   const handle = async (cmd: DeviceCommand): Promise<DeviceReply> => {
@@ -65,6 +67,30 @@ try {
             return { frontDom: data.domid, devid: f.devid, state: f.front.xenbusState, port: f.front.eventChannel, inflight: st.inFlight + st.waiting, completed: st.completed, error: f.front.error };
           }),
         };
+      case 'load': {
+        const chosen = cmd.devid === undefined ? fronts : fronts.filter((f) => f.devid === cmd.devid);
+        if (chosen.length === 0) return { ok: false, error: `${data.name} has no disk ${cmd.devid}` };
+        if (loading) return { ok: false, error: `${data.name}: a load is already running` };
+        loading = true;
+        try {
+          const loads = await Promise.all(
+            chosen.map(async (f, i) => {
+              const dev = f.front.device;
+              if (!dev || f.front.phase !== 'connected') throw new Error(`${data.name} ${f.vdevName}: device is ${f.front.phase}`);
+              const target: BlockTarget = {
+                sectors: dev.sectors,
+                read: (s, n) => f.front.read(s, n),
+                write: (s, d) => f.front.write(s, d),
+                describe: () => `${f.vdevName} ${f.front.phase}${f.front.error ? ` (${f.front.error})` : ''} ${JSON.stringify(f.front.stats())}`,
+              };
+              return { devid: f.devid, vdevName: f.vdevName, result: await runJob(target, { ...cmd.job, seed: cmd.job.seed + i }) };
+            }),
+          );
+          return { ok: true, loads };
+        } finally {
+          loading = false;
+        }
+      }
       case 'shutdown': {
         // Drain in-flight I/O, then close each device (the backend follows to Closed).
         await Promise.all(fronts.map((f) => f.front.drained()));

@@ -7,13 +7,16 @@
  */
 import { existsSync, mkdirSync, openSync, closeSync, ftruncateSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { XEN_PAGE_SIZE } from '@pvsim/abi';
+import { XEN_PAGE_SIZE, ringEntries } from '@pvsim/abi';
+import { BLKIF_SLOT_BYTES } from '@pvsim/blkif';
 import { EventWriter, nullEmitter, startSinkWorker, writeSnapshotFile, SNAPSHOT_FILE_NAME, type EventEmitter, type LogChannelSpec, type SinkWorkerHandle, type StateSnapshot } from '@pvsim/eventlog';
 import { Hypervisor, createHypervisorSpec, grantsSnapshot, startHypervisorWorker, type HypervisorHandle, type HvReply } from '@pvsim/hypervisor';
 import { RealClock, startCommandWorker, type CommandWorker } from '@pvsim/runtime';
 import type { Topology } from '@pvsim/topology';
 import { XENSTORED_WORKER_URL, XsRingClient, xenbusAddDevice, xenbusRemoveDevice, type XenstoredHandle, type XsdCommand, type XsdReply } from '@pvsim/xenstore';
-import type { DeviceCommand, DeviceReply, DeviceStatus, Dom0WorkerData, GuestDiskSpec, GuestWorkerData, VbdSpec, XenstoredLauncherData } from './protocol.js';
+import type { BlockJob } from '@pvsim/loadgen';
+import type { Worker } from 'node:worker_threads';
+import type { DeviceCommand, DeviceReply, DeviceStatus, DiskLoadResult, Dom0WorkerData, GuestDiskSpec, GuestWorkerData, VbdSpec, XenstoredLauncherData } from './protocol.js';
 
 /** How long one cleanup step of a failed launch may take before the next one runs. */
 const UNWIND_STEP_MS = 5000;
@@ -54,11 +57,20 @@ export interface BlockRow {
   evtch: number;
   ringRef: string;
   backendPath: string;
+  /** Live I/O counters from the two ends (absent when a thread did not answer). */
+  io?: { frontInflight: number; completed: number; backInflight: number };
 }
 
 export interface RunStatus {
   domains: DomainRow[];
   devices: BlockRow[];
+}
+
+/** A daemon thread's event-loop time so far (ms): diff two samples for a window's busy share. */
+export interface ThreadSample {
+  name: string;
+  idle: number;
+  active: number;
 }
 
 export interface Run {
@@ -67,12 +79,23 @@ export interface Run {
   readonly logDir: string | null;
   readonly xenstoreSocket: string;
   status(): Promise<RunStatus>;
+  /**
+   * Run a load job in guest `domain` (its name) on each of its disks at once, or only on `devid`;
+   * resolves with each disk's result. The job runs in the guest's thread, as fio would.
+   */
+  load(domain: string, job: BlockJob, devid?: number): Promise<DiskLoadResult[]>;
+  /** Event-loop time of every daemon thread so far (`eventLoopUtilization`), by thread name. */
+  threads(): ThreadSample[];
   /** Drain, disconnect devices, destroy guests, save the snapshot, close the log. Idempotent. */
   shutdown(): Promise<void>;
 }
 
-/** Pages of guest memory each disk takes for its ring and data pool, and grant refs it uses. */
-const DISK_DATA_PAGES = 32;
+/**
+ * Pages of guest memory each disk takes for its ring and data pool, and grant refs it uses. The
+ * pool holds two pages per ring slot (at least 64): a full ring of one-page I/Os, plus room for
+ * pages whose end of access is deferred while the backend still maps them.
+ */
+const diskDataPages = (ringPageOrder: number) => Math.max(64, 2 * ringEntries(ringPageOrder, BLKIF_SLOT_BYTES));
 const DISK_GFN_STRIDE = 64;
 const GFN_BASE = 16;
 const GREF_BASE = 8;
@@ -133,6 +156,9 @@ function prepareFileDisk(path: string, size: number | undefined, where: string):
   }
   return { kind: 'file', path, sizeBytes: size };
 }
+
+const ioOf = (f: DeviceStatus | undefined, b: DeviceStatus | undefined): Pick<BlockRow, 'io'> =>
+  f && b ? { io: { frontInflight: f.inflight, completed: f.completed ?? 0, backInflight: b.inflight } } : {};
 
 export async function launch(topology: Topology, opts: LaunchOptions): Promise<Run> {
   const say = opts.log ?? (() => {});
@@ -214,7 +240,7 @@ export async function launch(topology: Topology, opts: LaunchOptions): Promise<R
         await toolstack.write(`${backDir}/params`, k.target.kind === 'mem' ? `mem:${k.target.size}` : k.target.path);
         await toolstack.write(`${backDir}/mode`, k.access === 'ro' ? 'r' : 'w');
         await toolstack.write(`${frontDir}/virtual-device`, String(k.vdev.number));
-        const n = (1 << order) + DISK_DATA_PAGES;
+        const n = (1 << order) + diskDataPages(order);
         const stride = Math.max(DISK_GFN_STRIDE, n);
         const gfns = Array.from({ length: n }, (_, j) => GFN_BASE + i * stride + j);
         if (gfns[gfns.length - 1]! >= pages(d.memory)) throw new Error(`${d.name}: ${d.memory >> 20} MiB is too little memory for ${d.disks.length} disks`);
@@ -278,6 +304,11 @@ export async function launch(topology: Topology, opts: LaunchOptions): Promise<R
         state: `${d.paused ? '-p' : 'r-'}${d.state === 'dying' ? '--d' : '---'}-`,
       }));
       const devices: BlockRow[] = [];
+      // Live counters from each end's thread (a thread that does not answer leaves them out).
+      const ask = async (w: CommandWorker<DeviceCommand, DeviceReply>, what: string) =>
+        Promise.race([deviceRequest(w, what, { type: 'status' }), new Promise<DeviceStatus[]>((r) => setTimeout(() => r([]), 2000).unref())]).catch(() => [] as DeviceStatus[]);
+      const backs = await ask(dom0w, 'dom0 blkback');
+      const fronts = (await Promise.all(guests.map((g) => ask(g.worker!, g.name)))).flat();
       for (const g of guests) {
         for (const k of g.disks) {
           const rd = async (p: string) => (await toolstack.tryRead(p)) ?? '';
@@ -293,6 +324,7 @@ export async function launch(topology: Topology, opts: LaunchOptions): Promise<R
             evtch: Number((await rd(`${k.frontDir}/event-channel`)) || -1),
             ringRef: (await rd(`${k.frontDir}/ring-ref`)) || (await rd(`${k.frontDir}/ring-ref0`)) || '-1',
             backendPath: k.backDir,
+            ...ioOf(fronts.find((f) => f.frontDom === g.domid && f.devid === k.devid), backs.find((b) => b.frontDom === g.domid && b.devid === k.devid)),
           });
         }
       }
@@ -329,11 +361,34 @@ export async function launch(topology: Topology, opts: LaunchOptions): Promise<R
       if (problems.length) throw new Error(`shutdown: ${problems.join('; ')}`);
     };
 
+    const load = async (domain: string, job: BlockJob, devid?: number): Promise<DiskLoadResult[]> => {
+      if (down) throw new Error('the run is shutting down');
+      const g = guests.find((x) => x.name === domain);
+      if (!g) throw new Error(`no guest named ${JSON.stringify(domain)} (guests: ${guests.map((x) => x.name).join(', ') || 'none'})`);
+      const r = await g.worker!.request(devid === undefined ? { type: 'load', job } : { type: 'load', job, devid });
+      if (!r.ok) throw new Error(`${domain}: ${r.error}`);
+      return r.loads ?? [];
+    };
+    const threadList: [string, Worker][] = [
+      ['hypervisor', hvd.worker],
+      ['xenstored', xsw.worker],
+      ['dom0-blkback', dom0w.worker],
+      ...guests.map((g): [string, Worker] => [g.name, g.worker!.worker]),
+      ...(sink ? [['log-sink', sink.worker] as [string, Worker]] : []),
+    ];
+    const threads = (): ThreadSample[] =>
+      threadList.map(([name, w]) => {
+        const u = w.performance.eventLoopUtilization();
+        return { name, idle: u.idle, active: u.active };
+      });
+
     return {
       runDir,
       logDir: sink ? logDir : null,
       xenstoreSocket: socketPath,
       status,
+      load,
+      threads,
       shutdown: () => (down ??= shutdown()),
     };
   } catch (e) {

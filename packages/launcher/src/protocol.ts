@@ -3,6 +3,7 @@
  * thread speaks the runtime's command protocol (`startCommandWorker`): `ready`, then
  * `{type: 'command', id, cmd}` answered by `{type: 'reply', id, reply}`.
  */
+import type { BlockJob, JobResult } from '@pvsim/loadgen';
 import type { XenstoredWorkerData } from '@pvsim/xenstore';
 import type { LogChannelSpec } from '@pvsim/eventlog';
 import type { HypervisorSpec } from '@pvsim/hypervisor';
@@ -53,7 +54,20 @@ export interface GuestWorkerData {
 /** xenstored's own worker (`@pvsim/xenstore`), with its socket. */
 export type XenstoredLauncherData = XenstoredWorkerData & { socketPath: string };
 
-export type DeviceCommand = { type: 'wait-connected'; timeoutMs: number } | { type: 'status' } | { type: 'shutdown'; timeoutMs: number };
+export type DeviceCommand =
+  | { type: 'wait-connected'; timeoutMs: number }
+  | { type: 'status' }
+  | { type: 'shutdown'; timeoutMs: number }
+  /** A guest runs `job` on each of its disks at once (or only `devid`); disk i uses seed `job.seed + i`. */
+  | { type: 'load'; job: BlockJob; devid?: number };
+
+/** One disk's share of a `load`. */
+export interface DiskLoadResult {
+  devid: number;
+  vdevName: string;
+  result: JobResult;
+}
+
 
 export interface DeviceStatus {
   frontDom: number;
@@ -68,4 +82,4 @@ export interface DeviceStatus {
   error?: string | null;
 }
 
-export type DeviceReply = { ok: true; devices?: DeviceStatus[] } | { ok: false; error: string };
+export type DeviceReply = { ok: true; devices?: DeviceStatus[]; loads?: DiskLoadResult[] } | { ok: false; error: string };

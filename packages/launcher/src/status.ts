@@ -38,3 +38,12 @@ export function formatDevices(s: RunStatus): string {
     [false, false, true, true, false, true, true, false],
   );
 }
+
+/** Live I/O per device: requests in flight at each end and completed by the frontend. */
+export function formatDeviceIo(s: RunStatus): string {
+  return table(
+    ['Domain', 'Vdev', 'in-flight (front)', 'in-flight (back)', 'completed'],
+    s.devices.map((d) => [d.domain, `${d.vdev} (${d.vdevName})`, d.io ? String(d.io.frontInflight) : '?', d.io ? String(d.io.backInflight) : '?', d.io ? String(d.io.completed) : '?']),
+    [false, false, true, true, true],
+  );
+}

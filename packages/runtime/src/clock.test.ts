@@ -48,4 +48,20 @@ describe('RealClock', () => {
     await new Promise((r) => a.setTimer(2, () => r(undefined)));
     expect(b.nowNs()).toBeGreaterThan(t0 + 1_000_000);
   });
+
+  it('a zero delay runs on a next turn (setImmediate, not the 1 ms setTimeout clamp), and cancels', async () => {
+    const c = new RealClock();
+    const ran: string[] = [];
+    c.setTimer(0, () => ran.push('zero'));
+    c.setTimer(0, () => ran.push('cancelled')).cancel();
+    // Ten thousand back-to-back zero-delay timers: ≥ 10 s if each were clamped to 1 ms.
+    let n = 0;
+    const t0 = performance.now();
+    await new Promise<void>((r) => {
+      const again = () => (++n === 10_000 ? r() : c.setTimer(0, again));
+      c.setTimer(0, again);
+    });
+    expect(ran).toEqual(['zero']);
+    expect(performance.now() - t0).toBeLessThan(5000);
+  });
 });

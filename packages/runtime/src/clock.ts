@@ -35,8 +35,17 @@ export class RealClock implements Clock {
     return Math.floor((performance.now() - this.zeroMs) * 1e6);
   }
 
+  /**
+   * A zero delay runs `fn` on the next turn of the event loop (`setImmediate`), after pending
+   * I/O: Node clamps `setTimeout(0)` to 1 ms, which would make every "go again" of a daemon (a
+   * backend's next ring pass) cost a millisecond of idle time.
+   */
   setTimer(delayMs: number, fn: () => void): TimerHandle {
-    const t = setTimeout(fn, Math.max(0, delayMs));
+    if (!(delayMs > 0)) {
+      const i = setImmediate(fn);
+      return { cancel: () => clearImmediate(i) };
+    }
+    const t = setTimeout(fn, delayMs);
     return { cancel: () => clearTimeout(t) };
   }
 }

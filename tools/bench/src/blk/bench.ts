@@ -1,11 +1,15 @@
 /**
- * `blk`: one guest, one virtual disk (a MemoryDisk), blkfront → blkback in ONE thread (the
- * launcher's threads come later). `qd` I/Os kept in flight: random 4 KiB-aligned blocks, a mix of
- * writes and reads. Per unmap policy (sync, replace, async), log on (sink worker + EventWriters for
- * the guest's and dom0's channels) and off (nullEmitter): IOPS and per-I/O latency (HDR histogram).
- * Variants are interleaved across rounds, each on a fresh world. Every round checks reads against
- * what was written, the disk against the model, mem.fault / mem.leak, and that no grant mapping is
- * left after the device closed.
+ * `blk`: one guest, one virtual disk (a MemoryDisk), blkfront → blkback, `qd` I/Os kept in flight:
+ * random 4 KiB-aligned blocks, a mix of writes and reads. Per unmap policy (sync, replace, async),
+ * log on and off: IOPS and per-I/O latency (HDR histogram). Variants are interleaved across rounds,
+ * each on a fresh world. Two modes:
+ *  - threads (default): `launch()` of a one-guest topology, as `pvsim up` runs it — blkfront in the
+ *    guest's thread (the load job runs there, as fio would), blkback in dom0's, the sink in its
+ *    own; each thread's busy share tells what bounds the rate;
+ *  - one thread (`-o threads=0`): blkfront, blkback and the hypervisor in the bench's thread, for
+ *    profiling the per-I/O CPU cost without cross-thread effects.
+ * Every round checks reads against what was written, the disk (read back, or compared) against
+ * the model, mem.fault / mem.leak, and that no grant mapping is left after the device closed.
  */
 import { availableParallelism, tmpdir } from 'node:os';
 import { LOG_RING_ORDER_DEFAULT, LOG_SLOT_BYTES } from '@pvsim/eventlog';
@@ -15,6 +19,7 @@ import { fmtRate, fmtRatio, fmtUs, ratio, summarize, type Summary } from '../sta
 import { meets } from '../eventlog/account.js';
 import { POLICIES, variantOrder, type LogMode, type Policy } from './load.js';
 import { runVariant, type RunParams, type VariantResult } from './run.js';
+import { runThreadVariant, type ThreadVariantResult } from './threads.js';
 
 const IOPS_TARGET = 100_000;
 const LOGS: readonly LogMode[] = ['off', 'on'];
@@ -34,9 +39,9 @@ const PROFILE_LINES = [
 
 export const blkBenchmark: Benchmark = {
   name: 'blk',
-  description: 'blkfront → blkback in one thread: 4 KiB random writes+reads at queue depth 32, IOPS and p50/p99 latency per unmap policy (sync, replace, async), log on vs off',
+  description: 'blkfront → blkback on the launcher\'s threads (or one thread): 4 KiB random writes+reads at queue depth 32, IOPS and p50/p99 latency per unmap policy (sync, replace, async), log on vs off',
   options: {
-    qd: { description: 'I/Os kept in flight', default: 32, min: 1, max: 32, integer: true },
+    qd: { description: 'I/Os kept in flight', default: 32, min: 1, max: 512, integer: true },
     writePct: { description: 'percentage of writes (the rest are reads)', default: 50, min: 0, max: 100, integer: true },
     diskMiB: { description: 'size of the MemoryDisk (MiB); blocks are picked uniformly over it', default: 128, min: 1, max: 1024, integer: true },
     measureMs: { description: 'timed window per (round, variant), ms (0: 1500, 400 with --quick)', default: 0, min: 0, max: 60_000, integer: true },
@@ -46,6 +51,8 @@ export const blkBenchmark: Benchmark = {
     policies: { description: 'bit mask of policies: 1 sync, 2 replace, 4 async', default: 7, min: 1, max: 7, integer: true },
     fullCheckEvery: { description: 'full 4 KiB check of every n-th read (others: 3 words)', default: 8, min: 1, integer: true },
     seed: { description: 'PRNG seed of the workload', default: 1, integer: true },
+    threads: { description: "1: the launcher's threads (guest, dom0 blkback, sink, …) as pvsim up runs them; 0: blkfront + blkback + hypervisor in one thread", default: 1, min: 0, max: 1, integer: true },
+    ringOrder: { description: 'threads=1: blkback max-ring-page-order (the ring has 32·2^order slots; qd above 32 needs order ≥ 1)', default: 0, min: 0, max: 4, integer: true },
     batchMax: {
       description: 'blkback requests per ring pass (default 64 > the 32-slot ring: with batchMax = qd = 32 the device stalls, see the notes)',
       default: 64,
@@ -68,7 +75,14 @@ export const blkBenchmark: Benchmark = {
       fullCheckEvery: number;
       seed: number;
       batchMax: number;
+      threads: number;
+      ringOrder: number;
     };
+    const threaded = o.threads === 1;
+    if (!threaded && o.qd > 32) throw new RangeError('threads=0 uses a one-page ring: qd ≤ 32');
+    if (threaded && o.qd > 32 << o.ringOrder) throw new RangeError(`qd ${o.qd} needs a ring of at least that many slots: -o ringOrder=${Math.ceil(Math.log2(o.qd / 32))}`);
+    const runOne = (v: Parameters<typeof runVariant>[0], prm: RunParams, round: number): Promise<VariantResult | ThreadVariantResult> =>
+      threaded ? runThreadVariant(v, { ...prm, ringOrder: o.ringOrder }, round) : runVariant(v, prm, round);
     const t0 = performance.now();
     const rounds = ctx.rounds ?? (ctx.quick ? 2 : 4);
     const params: RunParams = {
@@ -86,21 +100,21 @@ export const blkBenchmark: Benchmark = {
     const policies = POLICIES.filter((_, i) => (o.policies & (1 << i)) !== 0);
     const elapsed = () => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
     ctx.progress(
-      `${rounds} rounds × ${policies.length * logs.length} variants, ${params.warmMs} ms warm-up + ${params.measureMs} ms each; qd ${o.qd}, ${o.writePct}% writes, 4 KiB over ${o.diskMiB} MiB; ONE thread (blkfront + blkback + hypervisor)`,
+      `${rounds} rounds × ${policies.length * logs.length} variants, ${params.warmMs} ms warm-up + ${params.measureMs} ms each; qd ${o.qd}, ${o.writePct}% writes, 4 KiB over ${o.diskMiB} MiB; ${threaded ? 'threads as pvsim up runs them (guest, dom0 blkback, sink, hypervisor, xenstored)' : 'ONE thread (blkfront + blkback + hypervisor)'}`,
     );
 
     // One untimed run first (async, log off): JIT and allocator warm-up for the whole process,
     // so that the first timed variant is not the one that pays for compilation.
     {
-      const w = await runVariant({ policy: 'async', log: 'off' }, { ...params, warmMs: 0, measureMs: ctx.quick ? 300 : 800 }, 0);
+      const w = await runOne({ policy: 'async', log: 'off' }, { ...params, warmMs: 0, measureMs: ctx.quick ? 300 : 800 }, 0);
       ctx.progress(`process warm-up (untimed, async/off): ${fmtRate(w.iops)}${w.problems.length > 0 ? `, problems: ${w.problems.join('; ')}` : ''}`);
     }
-    const all: (VariantResult & { round: number })[] = [];
+    const all: ((VariantResult | ThreadVariantResult) & { round: number })[] = [];
     for (let round = 1; round <= rounds; round++) {
       const order = variantOrder(round, logs).filter((v) => policies.includes(v.policy));
       const line: string[] = [];
       for (const v of order) {
-        const r = await runVariant(v, params, round);
+        const r = await runOne(v, params, round);
         all.push({ ...r, round });
         const drops = r.logStats && r.logStats.dropped > 0 ? ` DROPPED ${r.logStats.dropped}` : '';
         line.push(`${v.policy}/${v.log} ${fmtRate(r.iops)} p99 ${fmtUs(r.lat.p99Us)} µs${drops}${r.problems.length > 0 ? ` PROBLEMS ${r.problems.length}` : ''}`);
@@ -125,6 +139,7 @@ export const blkBenchmark: Benchmark = {
       cells.push(onOff && s.on && s.off ? fmtRatio(ratio(s.on.median, s.off.median)) : '');
       return cells;
     };
+    const threadNames = [...new Set(all.flatMap((r) => ('threads' in r ? r.threads.map((t) => t.name) : [])))];
     const tables: ReportTable[] = [];
     const summaryRows: string[][] = [];
     for (const p of policies) {
@@ -137,7 +152,15 @@ export const blkBenchmark: Benchmark = {
           row(p, 'p99 µs', (r) => r.lat.p99Us, fmtUs),
           row(p, 'p99.9 µs', (r) => r.lat.p999Us, fmtUs),
           row(p, 'mean µs', (r) => r.lat.meanUs, fmtUs),
-          row(p, 'CPU µs per I/O (1 / IOPS, one thread)', (r) => 1e6 / r.iops, fmtUs),
+          ...(threaded
+            ? [
+                row(p, 'cores busy (process CPU / wall)', (r) => (r as ThreadVariantResult).cores, fmtN),
+                row(p, 'wake-up p50 µs (evtchn.send → receiver, log)', (r) => (r as ThreadVariantResult).wakeUs?.p50 ?? Number.NaN, fmtUs, false),
+                row(p, 'wake-up p90 µs', (r) => (r as ThreadVariantResult).wakeUs?.p90 ?? Number.NaN, fmtUs, false),
+                row(p, 'wake-up p99 µs', (r) => (r as ThreadVariantResult).wakeUs?.p99 ?? Number.NaN, fmtUs, false),
+                ...threadNames.map((n) => row(p, `${n} thread busy %`, (r) => 100 * ((r as ThreadVariantResult).threads.find((t) => t.name === n)?.busy ?? Number.NaN), fmtInt, false)),
+              ]
+            : [row(p, 'CPU µs per I/O (1 / IOPS, one thread)', (r) => 1e6 / r.iops, fmtUs)]),
           row(p, 'events per I/O', (r) => r.eventsPerIo, fmtN, false),
           row(p, 'events dropped (log full)', (r) => r.logStats?.dropped ?? 0, fmtInt, false),
         ],
@@ -149,7 +172,7 @@ export const blkBenchmark: Benchmark = {
       }
     }
     tables.unshift({
-      title: `Summary: medians of ${rounds} rounds (qd ${o.qd}, 4 KiB, ${o.writePct}% writes, ONE thread)`,
+      title: `Summary: medians of ${rounds} rounds (qd ${o.qd}, 4 KiB, ${o.writePct}% writes, ${threaded ? 'threads' : 'ONE thread'})`,
       head: ['policy', 'log', 'IOPS', 'p50 µs', 'p99 µs', 'p99.9 µs', 'timed I/Os (all rounds)'],
       rows: summaryRows,
     });
@@ -184,13 +207,29 @@ export const blkBenchmark: Benchmark = {
       targets.push({ name, measured, comparison, threshold, pass: meets(measured, comparison, threshold) });
     if (policies.includes('async')) {
       const l: LogMode = logs.includes('on') ? 'on' : 'off';
-      target(`async IOPS ≥ 100k (log ${l}, median of rounds, one thread)`, sm(of('async', l).map((r) => r.iops))!.median, '>=', IOPS_TARGET);
+      target(`async IOPS ≥ 100k (log ${l}, median of rounds, ${threaded ? 'threads' : 'one thread'})`, sm(of('async', l).map((r) => r.iops))!.median, '>=', IOPS_TARGET);
     }
     target('verification problems (data, disk, mem.fault/leak under async, mappings left, log accounting)', problems.length, '<=', 0);
 
     const ringSlots = ringEntries(o.logOrder, LOG_SLOT_BYTES);
+    // What bounds it, from the measurements: the busiest thread under async (median busy share).
+    const busiest = (l: LogMode) => {
+      const rs = of('async', l) as ThreadVariantResult[];
+      const med = threadNames.map((n) => ({ n, b: sm(rs.map((r) => r.threads?.find((t) => t.name === n)?.busy ?? 0))?.median ?? 0 })).sort((a, b) => b.b - a.b);
+      const cores = sm(rs.map((r) => r.cores))?.median ?? Number.NaN;
+      return `log ${l}: ${med.slice(0, 3).map((x) => `${x.n} ${Math.round(100 * x.b)}%`).join(', ')}; process ${fmtN(cores)} cores busy`;
+    };
+    const threadNotes = threaded
+      ? [
+          `Threads, as pvsim up runs them: launch() of a one-guest topology (${o.diskMiB} MiB memory disk, blkback unmap-policy per variant, max-ring-page-order ${o.ringOrder} = ${32 << o.ringOrder} slots, run.log on/off) — hypervisor, xenstored, dom0 blkback, the guest (blkfront + the load job, @pvsim/loadgen) and the log sink each in a worker thread; hypercalls run on the calling thread; event channels are doorbells waited on with Atomics.waitAsync. Each (round, variant) launches and shuts down its own run.`,
+          `Load (a @pvsim/loadgen job in the guest's thread, as fio in a guest): ${o.qd} I/O loops, each submits one 4 KiB I/O (${o.writePct}% writes) at a random 4 KiB-aligned block not in flight, awaits it, repeats; ramp ${params.warmMs} ms, window ${params.measureMs} ms; IOPS = completions in the window / its length; latency = submit → completion of I/Os started and completed in it (HdrHistogram, 3 digits). Then every written block is read back and checked in full.`,
+          policies.includes('async') ? `What bounds it (median busy share of each thread's event loop during the job, async): ${logs.map(busiest).join(' | ')}. A thread near 100% is the bottleneck; with 2 cores, the sum of busy shares cannot exceed ~200%, and the log's sink competes with the guest and dom0 for them.` : '',
+          `Verification: every read checks 3 words of the pattern of the last write to its block (every ${o.fullCheckEvery}th: all of it); after the window, every written block is read back through blkfront and checked in full; log on: mem.fault / mem.leak counted from the log (none allowed under async), no log.gap; shutdown must be clean (devices Closed, no grant left mapped, the snapshot written).`,
+        ].filter((x) => x !== '')
+      : [];
     const notes = [
-      `ONE thread: blkfront (guest), blkback + dom0's kernel, the hypervisor and XenStore all run on the main thread; event channels are routed in-process (evtchnSend → queueMicrotask(other side's interrupt()/kick())). Separate guest/dom0 threads come with the launcher. Only the log sink (log on) runs in another thread.`,
+      ...threadNotes,
+      ...(threaded ? [] : [`ONE thread: blkfront (guest), blkback + dom0's kernel, the hypervisor and XenStore all run on the main thread; event channels are routed in-process (evtchnSend → queueMicrotask(other side's interrupt()/kick())). Separate guest/dom0 threads come with the launcher. Only the log sink (log on) runs in another thread.`,
       `${rounds} rounds × ${policies.length * logs.length} variants (${policies.join(', ')} × log ${logs.join('/')}), order rotated per round; each (round, variant) builds a fresh world: Hypervisor, dom0 + one guest, Kernel, in-process XenStore, both xenbus handshakes, a ${o.diskMiB} MiB MemoryDisk, blkfront with a one-page ring and ${Math.max(64, o.qd * 2)} data pages.`,
       `Load: ${o.qd} I/O loops, each submits one 4 KiB I/O (${o.writePct}% writes, the rest reads) at a uniformly random 4 KiB-aligned block not in flight, awaits it, repeats. One untimed run (async/off) warms the process up first. Per variant: warm-up ${params.warmMs} ms, then a ${params.measureMs} ms window: IOPS = completions in the window / its length; latency = submit → promise resolution of I/Os started and completed in it (hdr-histogram, 3 digits).`,
       `blkback batchMax ${o.batchMax} (its default is BLKBACK_BATCH_MAX = 32). With 32: a lost wakeup. When a pass takes exactly batchMax requests and the ring is then empty, doBlockIoOp() checks only unconsumedRequests() (0) and never runs RING_FINAL_CHECK_FOR_REQUESTS, so req_event is not re-armed; blkfront's next pushRequestsAndCheckNotify() sees no need to notify and the device stalls with 32 requests on the ring (seen here at qd 32: submitted 64, completed 32, notifies 1). Fix in packages/blkback/src/device.ts: on n === batchMax with nothing left, still call finalCheckForRequests().`,
@@ -198,19 +237,19 @@ export const blkBenchmark: Benchmark = {
       `Log on: startSinkWorker (defaults), one EventWriter (order ${o.logOrder} = ${ringSlots} slots of ${LOG_SLOT_BYTES} B) for dom0 (toolstack, dom0 client, kernel, blkback, its XenStore client) and one for the guest (guest client, blkfront, its XenStore client). Log off: nullEmitter(). Both wrapped by a counter (events per I/O, mem.fault, mem.leak).`,
       `Verification: every read checks 3 words of the pattern of the last write to its block (every ${o.fullCheckEvery}th: all 4 KiB); afterwards 256 random blocks fully and every written block (3 words) are checked against the disk; no mem.fault / mem.leak under async; after close, no grant mapping held by dom0, nothing in flight, no data-page grant deferred (the ring page's end of access may still be waiting for blkfront's 1 s retry); log on: every event on disk or counted as dropped.`,
       `What bounds it: one thread runs guest, dom0 and hypervisor, so IOPS ≈ 1 / (CPU per I/O): async ${fmtUs(cpuUs('async', 'off'))} µs per I/O log off, ${fmtUs(cpuUs('async', 'on'))} µs log on (medians); 100k IOPS needs ≤ 10 µs. Splitting blkfront and blkback over two threads (the launcher) can at best about halve the per-thread cost (and adds cross-thread notification); the rest has to come off the per-I/O path (validation by property descriptors, eager assert messages, per-I/O buffers and objects, msgpack ring slots, ~9 events per I/O).`,
-      ...PROFILE_LINES,
+      ...PROFILE_LINES]),
       `Machine: ${availableParallelism()} cores, shared and noisy (logs in ${tmpdir()}): compare ratios more than absolute values.`,
       ...problems.slice(0, 20).map((p) => `PROBLEM: ${p}`),
     ];
 
     return {
       name: 'blk',
-      title: 'blkfront → blkback (one thread), 4 KiB random I/O at queue depth 32: IOPS and latency per unmap policy, log on vs off',
+      title: `blkfront → blkback (${threaded ? 'threads' : 'one thread'}), 4 KiB random I/O at queue depth ${o.qd}: IOPS and latency per unmap policy, log on vs off`,
       tables,
       targets,
       notes,
       data: {
-        params: { rounds, quick: ctx.quick, ...o, ...params, threads: 1, policies, logs },
+        params: { rounds, quick: ctx.quick, ...o, ...params, policies, logs },
         units: { iops: 'I/Os per second', latency: 'µs, submit → completion' },
         variants: Object.fromEntries(
           policies.flatMap((p) =>
@@ -236,7 +275,8 @@ export const blkBenchmark: Benchmark = {
           memFault: r.memFault,
           memLeak: r.memLeak,
           eventsPerIo: r1(r.eventsPerIo),
-          events: r.logStats ? { emitted: r.logStats.emitted, dropped: r.logStats.dropped, records: r.logStats.records, closeMs: r1(r.logStats.closeMs), accountingOk: r.logStats.accounting.ok } : undefined,
+          events: r.logStats ? { emitted: r.logStats.emitted, dropped: r.logStats.dropped, records: r.logStats.records, closeMs: r1(r.logStats.closeMs), accountingOk: r.logStats.accounting?.ok ?? null } : undefined,
+          ...('threads' in r ? { threadsBusy: Object.fromEntries(r.threads.map((t) => [t.name, r1(100 * t.busy)])), cores: r1(r.cores), wakeUs: r.wakeUs } : {}),
           setupMs: r1(r.setupMs),
           wallMs: Math.round(r.wallMs),
           problems: r.problems,

@@ -45,7 +45,7 @@ export interface VariantResult extends Variant {
   memLeak: number;
   /** Events emitted per I/O in the timed window (all emitters). */
   eventsPerIo: number;
-  logStats?: { emitted: number; dropped: number; records: number; accounting: Accounting; closeMs: number } | undefined;
+  logStats?: { emitted: number; dropped: number; records: number; accounting?: Accounting; closeMs: number } | undefined;
   setupMs: number;
   wallMs: number;
   problems: string[];
