@@ -27,6 +27,8 @@ try {
   const xs = new XsRingClient(data.xs, { events });
   const fronts: { front: Blkfront; devid: number; vdevName: string }[] = [];
   let loading = false;
+  /** Set by shutdown: a running load stops after its I/Os in flight complete. */
+  let stopLoad = false;
   const errors: string[] = [];
   const ports = () => {
     const m = new Map<number, () => void>();
@@ -71,6 +73,7 @@ try {
         const chosen = cmd.devid === undefined ? fronts : fronts.filter((f) => f.devid === cmd.devid);
         if (chosen.length === 0) return { ok: false, error: `${data.name} has no disk ${cmd.devid}` };
         if (loading) return { ok: false, error: `${data.name}: a load is already running` };
+        if (stopLoad) return { ok: false, error: `${data.name}: shutting down` };
         loading = true;
         try {
           const loads = await Promise.all(
@@ -83,7 +86,7 @@ try {
                 write: (s, d) => f.front.write(s, d),
                 describe: () => `${f.vdevName} ${f.front.phase}${f.front.error ? ` (${f.front.error})` : ''} ${JSON.stringify(f.front.stats())}`,
               };
-              return { devid: f.devid, vdevName: f.vdevName, result: await runJob(target, { ...cmd.job, seed: cmd.job.seed + i }) };
+              return { devid: f.devid, vdevName: f.vdevName, result: await runJob(target, { ...cmd.job, seed: cmd.job.seed + i }, { cancelled: () => stopLoad }) };
             }),
           );
           return { ok: true, loads };
@@ -92,7 +95,9 @@ try {
         }
       }
       case 'shutdown': {
-        // Drain in-flight I/O, then close each device (the backend follows to Closed).
+        // Stop a running load (its I/Os in flight complete), drain, then close each device (the
+        // backend follows to Closed).
+        stopLoad = true;
         await Promise.all(fronts.map((f) => f.front.drained()));
         await Promise.all(fronts.map((f) => f.front.close(cmd.timeoutMs)));
         // Grants still mapped by the backend at close (the ring) are deferred and retried every

@@ -138,6 +138,17 @@ describe('runJob', () => {
     expect(disk.bytes.subarray(65536, 65536 * 5).some((x) => x !== 0)).toBe(true);
   });
 
+  it('cancellation ends the job after the I/Os in flight, skipping the read-back', async () => {
+    const disk = ramDisk(2048);
+    let calls = 0;
+    const r = await runJob(disk, job({ iodepth: 4, runtimeMs: 60_000, rampMs: 0, readBack: true }), { cancelled: () => ++calls > 200 });
+    expect(r.cancelled).toBe(true);
+    expect(r.error).toBeNull();
+    expect(r.total).toBeGreaterThanOrEqual(200);
+    expect(r.total).toBeLessThan(210);
+    expect(r.verify.readBack).toBeNull();
+  });
+
   it('refuses a region smaller than the queue depth, or beyond the device', async () => {
     await expect(runJob(ramDisk(64), job({ iodepth: 16 }))).rejects.toThrow(/iodepth 16 needs at least as many blocks/);
     await expect(runJob(ramDisk(64), job({ offsetBytes: 64 * 512 }))).rejects.toThrow(/beyond the device/);

@@ -154,6 +154,8 @@ export interface JobResult {
   job: BlockJob;
   /** Null when the job ran its whole window; the reason otherwise (first I/O error, a stall). */
   error: string | null;
+  /** The caller cancelled the job before the end of its window (the figures cover what ran). */
+  cancelled: boolean;
   /** The timed window actually measured, ms. */
   windowMs: number;
   /** Completions in the window (started at any time). */
@@ -257,6 +259,7 @@ export async function runJob(target: BlockTarget, job: BlockJob, opts: RunJobOpt
   const v: JobResult['verify'] = { checked: 0, fullChecked: 0, unchecked: 0, mismatches: 0, first: null, readBack: null };
   let error: string | null = null;
   let stop = false;
+  let cancelled = false;
   const t0 = now();
   let tStart = job.rampMs === 0 ? t0 : Number.POSITIVE_INFINITY;
   let tEnd = Number.POSITIVE_INFINITY;
@@ -359,7 +362,10 @@ export async function runJob(target: BlockTarget, job: BlockJob, opts: RunJobOpt
           stop = true;
         }
       }
-      if (opts.cancelled?.()) stop = true;
+      if (!stop && opts.cancelled?.()) {
+        stop = true;
+        cancelled = true;
+      }
     }
   };
 
@@ -380,7 +386,7 @@ export async function runJob(target: BlockTarget, job: BlockJob, opts: RunJobOpt
     clearInterval(watchdog);
   }
   const tLast = Math.min(now(), tEnd);
-  if (gens && job.readBack && error === null) {
+  if (gens && job.readBack && error === null && !cancelled) {
     const tb = now();
     const rb = { blocks: 0, mismatches: 0, ms: 0 };
     let next = 0;
@@ -412,6 +418,7 @@ export async function runJob(target: BlockTarget, job: BlockJob, opts: RunJobOpt
   const result: JobResult = {
     job,
     error,
+    cancelled,
     windowMs,
     ios,
     reads,

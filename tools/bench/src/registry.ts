@@ -82,7 +82,7 @@ export const BENCHMARKS: Registry = {
     load: async () => (await import('./grant/bench.js')).grantBenchmark,
   },
   blk: {
-    description: 'blkfront → blkback in one thread: 4 KiB random writes+reads at queue depth 32, IOPS and p50/p99 latency per unmap policy (sync, replace, async), log on vs off',
+    description: "blkfront → blkback on the launcher's threads (or one thread): 4 KiB random writes+reads at queue depth 32, IOPS and p50/p99 latency per unmap policy (sync, replace, async), log on vs off",
     load: async () => (await import('./blk/bench.js')).blkBenchmark,
   },
 };

@@ -39,7 +39,7 @@ const PROFILE_LINES = [
 
 export const blkBenchmark: Benchmark = {
   name: 'blk',
-  description: 'blkfront → blkback on the launcher\'s threads (or one thread): 4 KiB random writes+reads at queue depth 32, IOPS and p50/p99 latency per unmap policy (sync, replace, async), log on vs off',
+  description: "blkfront → blkback on the launcher's threads (or one thread): 4 KiB random writes+reads at queue depth 32, IOPS and p50/p99 latency per unmap policy (sync, replace, async), log on vs off",
   options: {
     qd: { description: 'I/Os kept in flight', default: 32, min: 1, max: 512, integer: true },
     writePct: { description: 'percentage of writes (the rest are reads)', default: 50, min: 0, max: 100, integer: true },

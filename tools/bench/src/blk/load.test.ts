@@ -84,6 +84,6 @@ describe('blk registration', () => {
     for (const [k, spec] of Object.entries(b.options)) expect(checkOption(k, spec, spec.default)).toBeNull();
     expect(parseCli(['blk', '--quick'], Object.keys(BENCHMARKS))).toMatchObject({ names: ['blk'], quick: true });
     expect(resolveOptions(b, [['qd', '16']], [b])).toMatchObject({ qd: 16, writePct: 50, batchMax: 64 });
-    expect(() => resolveOptions(b, [['qd', '33']], [b])).toThrow(/≤ 32/);
+    expect(() => resolveOptions(b, [['qd', '513']], [b])).toThrow(/≤ 512/);
   });
 });
