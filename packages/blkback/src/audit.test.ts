@@ -9,9 +9,9 @@ const FRONT = 1;
 /** A stream builder: `seq` counts from 1 in emission order. */
 function stream() {
   const evs: EventRecord[] = [];
-  const add = (kind: string, payload: Record<string, unknown>, dom = BACK): number => {
+  const add = (kind: string, payload: Record<string, unknown>, dom = BACK, thread = 0): number => {
     const seq = evs.length + 1;
-    evs.push({ seq, tsNs: seq, dom, thread: 0, kind, v: 1, payload } as EventRecord);
+    evs.push({ seq, tsNs: seq, dom, thread, kind, v: 1, payload } as EventRecord);
     return seq;
   };
   const s = {
@@ -26,6 +26,9 @@ function stream() {
       add('grant.unmap_replace', { granter: FRONT, gref, mapper: BACK, handle, hostGfn, newGfn: 900, newMfn: 901, status: 0 }),
     get: (gfn: number, gref: number, count: number) => add('page.get', { gfn, domid: FRONT, gref, count }),
     put: (gfn: number, gref: number, count: number) => add('page.put', { gfn, domid: FRONT, gref, count }),
+    /** `blk.request` / `blk.response` of one device (version 2: with `vdev`). */
+    requestOn: (vdev: number, id: number, nsegs = 1) => add('blk.request', { dom: FRONT, vdev, id, op: 1, sector: 0, nsegs }),
+    responseOn: (vdev: number, id: number) => add('blk.response', { dom: FRONT, vdev, id, status: 0 }),
     audit: () => {
       const run = runAuditors([blkResponseAfterUnmapAuditor()]);
       for (const e of evs) run.onEvent(e);
@@ -125,6 +128,60 @@ describe('blk.response-after-unmap', () => {
     s.map(0, 0, 10); // a later map (e.g. a reconnect's ring) after the window closed
     s.response(1);
     s.unmap(0, 0, 10);
+    expect(s.audit()).toEqual([]);
+  });
+
+  it('two disks of one guest reusing request ids are told apart by vdev', () => {
+    const XVDA = 51712;
+    const XVDB = 51728;
+    // Clean: both devices use id 3 at once; each response comes after its own unmap.
+    const s = stream();
+    s.requestOn(XVDA, 3);
+    s.map(10, 1, 20);
+    s.requestOn(XVDB, 3);
+    s.map(11, 2, 21);
+    s.unmap(10, 1, 20);
+    s.responseOn(XVDA, 3);
+    s.unmap(11, 2, 21);
+    s.responseOn(XVDB, 3);
+    expect(s.audit()).toEqual([]);
+    // xvdb answers its id 3 with its grant still mapped; xvda's id 3 is fine. Keyed by id alone,
+    // xvda's response would be blamed for xvdb's mapping, and xvdb's violation would be lost.
+    const t = stream();
+    t.requestOn(XVDA, 3);
+    t.map(10, 1, 20);
+    t.requestOn(XVDB, 3);
+    const bMap = t.map(11, 2, 21);
+    t.unmap(10, 1, 20);
+    t.responseOn(XVDA, 3);
+    const bRsp = t.responseOn(XVDB, 3);
+    t.unmap(11, 2, 21);
+    const v = t.audit();
+    expect(v).toEqual([expect.objectContaining({ rule: 'response-while-mapped', seqs: [bMap, bRsp] })]);
+    expect(v[0]!.message).toMatch(/request 3 \(vdev 51728, /);
+  });
+
+  it('maps by another thread of the backend domain are not the request\'s', () => {
+    // Thread 1 maps the same frontend's grant (say a netback) between a request and its own map.
+    const s = stream();
+    s.requestOn(51712, 5);
+    s.add('grant.map', { granter: FRONT, gref: 40, mapper: BACK, handle: 7, hostGfn: 70, mfn: 140, ro: true, status: 0 }, BACK, 1);
+    s.map(1, 1, 20);
+    s.unmap(1, 1, 20);
+    const rsp = s.responseOn(51712, 5);
+    s.add('grant.unmap', { granter: FRONT, gref: 40, mapper: BACK, handle: 7, hostGfn: 70, status: 0 }, BACK, 1);
+    expect(s.audit()).toEqual([]);
+    expect(rsp).toBe(5);
+  });
+
+  it('a request takes exactly nsegs maps: the next map of the same thread is not its own', () => {
+    const s = stream();
+    s.requestOn(51712, 1, 1);
+    s.map(1, 1, 20);
+    s.map(2, 2, 21); // e.g. a ring page mapped right after, same thread
+    s.unmap(1, 1, 20);
+    s.responseOn(51712, 1);
+    s.unmap(2, 2, 21);
     expect(s.audit()).toEqual([]);
   });
 

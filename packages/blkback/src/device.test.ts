@@ -8,13 +8,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EBUSY, type GrantRef } from '@pvsim/abi';
 import { BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, BLKIF_SLOT_BYTES, BlkifFrontendPeer, type BlkifRequestWire } from '@pvsim/blkif';
-import type { EventEmitter, EventKind, EventPayloads } from '@pvsim/eventlog';
+import { runAuditors, type EventEmitter, type EventKind, type EventPayloads, type EventRecord } from '@pvsim/eventlog';
 import { GATE_FAULT, GATE_OK, Hypervisor, P2M_MFN_MASK, createHypervisorSpec } from '@pvsim/hypervisor';
 import { Kernel, createPageTableSpec, get_page, page_count, put_page, type Page } from '@pvsim/kernel';
 import { SharedRing } from '@pvsim/ring';
 import { VirtualClock } from '@pvsim/runtime';
 import { describe, expect, it } from 'vitest';
-import { BlkbackDevice, FileDisk, MemoryDisk, kernelRingMapper, type BackingDevice, type UnmapPolicy } from './index.js';
+import { BlkbackDevice, FileDisk, MemoryDisk, blkResponseAfterUnmapAuditor, kernelRingMapper, type BackingDevice, type UnmapPolicy } from './index.js';
 
 const GUEST_PAGES = 256;
 const GFNS = 512;
@@ -368,5 +368,100 @@ describe('FileDisk', () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('two disks of one guest', () => {
+  /** One guest with two rings (gfn 0 → xvda, gfn 1 → xvdb), a device each, events as records. */
+  function twoDisks(policy: UnmapPolicy) {
+    const events: EventRecord[] = [];
+    const emitter: EventEmitter = {
+      emit(kind, payload, dom) {
+        events.push({ seq: events.length + 1, tsNs: events.length + 1, dom: dom ?? -1, thread: 0, kind, v: 1, payload } as EventRecord);
+        return events.length;
+      },
+    };
+    const hv = new Hypervisor(createHypervisorSpec({ frames: 2048, maxDomains: 4, gfnsPerDomain: GFNS, grantEntries: 512, maptrackEntries: 512, evtchnPorts: 32 }));
+    expect(hv.toolstack(emitter).domainCreate({ domid: 0, name: 'dom0', memoryPages: 64, privileged: true })).toBe(0);
+    const dom0 = hv.client(0, emitter);
+    const gid = dom0.domainCreate({ name: 'guest', memoryPages: GUEST_PAGES });
+    const guest = hv.client(gid, emitter);
+    for (let r = 0; r < GUEST_PAGES; r++) expect(guest.grantForeignAccess(r, 0, r, false)).toBe(0);
+    const clock = new VirtualClock();
+    const kernel = new Kernel({ client: dom0, pages: createPageTableSpec(0, GFNS), clock, events: emitter });
+    const devs = [51712, 51728].map((vdev, ring) => {
+      const sring = new SharedRing([hv.s.frame(guest.p2mEntry(ring) & P2M_MFN_MASK)], BLKIF_SLOT_BYTES);
+      sring.init();
+      const front = new BlkifFrontendPeer(0, sring);
+      const dev = new BlkbackDevice({ client: dom0, kernel, clock, events: emitter, disk: new MemoryDisk(256), policy, vdev, ringMapper: kernelRingMapper(kernel, (m) => hv.s.frame(m)) });
+      expect(dev.connect({ frontDom: gid, ringRefs: [ring as GrantRef], eventChannel: guest.evtchnAllocUnbound(0) })).toEqual({ ok: true, value: undefined });
+      return { vdev, front, dev };
+    });
+    const settle = async (ms = 1) => {
+      for (let i = 0; i < 4; i++) {
+        await new Promise((r) => setImmediate(r));
+        clock.advance(ms);
+      }
+    };
+    const audit = () => {
+      const run = runAuditors([blkResponseAfterUnmapAuditor()]);
+      for (const e of events) run.onEvent(e);
+      return run.finish();
+    };
+    return { kernel, devs, events, settle, audit };
+  }
+
+  it('reusing request ids: every event names its vdev, and the auditor tells the devices apart', async () => {
+    const w = twoDisks('sync');
+    const [a, b] = w.devs as [(typeof w.devs)[number], (typeof w.devs)[number]];
+    const mapped: Page[] = [];
+    const orig = w.kernel.gnttab_map_refs.bind(w.kernel);
+    w.kernel.gnttab_map_refs = (ops, pages) => {
+      const rc = orig(ops, pages);
+      mapped.push(...pages);
+      return rc;
+    };
+    // Both disks get request id 7; xvdb's page is still held when its I/O completes (sync: the
+    // response goes out with the page unmapped under the holder). xvda's is not.
+    for (const [d, gref] of [[a, 2], [b, 3]] as const) {
+      expect(d.front.request({ operation: BLKIF_OP_WRITE, nr_segments: 1, handle: d.vdev, id: 7, sector_number: 0, seg: [{ gref, first_sect: 0, last_sect: 7 }] }).ok).toBe(true);
+      d.front.push();
+      d.dev.kick();
+    }
+    expect(mapped).toHaveLength(2);
+    get_page(mapped[1]!);
+    await w.settle();
+    put_page(mapped[1]!);
+    for (const d of [a, b]) expect(d.front.responses().map((r) => r.ok && r.value)).toEqual([{ id: 7, operation: BLKIF_OP_WRITE, status: BLKIF_RSP_OKAY }]);
+    const blk = w.events.filter((e) => e.kind.startsWith('blk.'));
+    expect(blk.map((e) => [e.kind, (e.payload as { vdev: number }).vdev])).toEqual([
+      ['blk.request', 51712],
+      ['blk.request', 51728],
+      ['blk.response', 51712],
+      ['blk.response', 51728],
+    ]);
+    // (The ring mappings are still there at the end of this log: the devices stay connected.)
+    const v = w.audit().filter((x) => x.rule !== 'mapping-left-at-teardown');
+    const rspB = blk[3]!.seq;
+    expect(v).toEqual([expect.objectContaining({ rule: 'response-while-mapped', dom: 0 })]);
+    expect(v[0]!.seqs.at(-1)).toBe(rspB);
+    expect(v[0]!.message).toMatch(/request 7 \(vdev 51728, /);
+  });
+
+  it('async: the same ids on both disks audit clean', async () => {
+    const w = twoDisks('async');
+    for (let id = 0; id < 8; id++) {
+      for (const d of w.devs) {
+        expect(d.front.request({ operation: id % 2 ? BLKIF_OP_READ : BLKIF_OP_WRITE, nr_segments: 1, handle: d.vdev, id, sector_number: id * 8, seg: [{ gref: 2 + id + (d.vdev & 0xff), first_sect: 0, last_sect: 7 }] }).ok).toBe(true);
+      }
+    }
+    for (const d of w.devs) {
+      d.front.push();
+      d.dev.kick();
+    }
+    await w.settle();
+    for (const d of w.devs) expect(d.front.responses()).toHaveLength(8);
+    expect(w.events.filter((e) => e.kind === 'blk.response')).toHaveLength(16);
+    expect(w.audit().filter((x) => x.rule === 'response-while-mapped')).toEqual([]);
   });
 });

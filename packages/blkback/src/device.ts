@@ -14,6 +14,7 @@
  */
 import { EBUSY, GATE_OK_VALUE, GNTMAP_host_map, GNTMAP_readonly, GNTST_okay, assert, err, ok, type GrantRef, type Result } from './deps.js';
 import {
+  BLKIF_MAX_SEGMENTS_PER_REQUEST,
   BLKIF_OP_FLUSH_DISKCACHE,
   BLKIF_OP_READ,
   BLKIF_OP_WRITE,
@@ -21,24 +22,24 @@ import {
   BLKIF_RSP_ERROR,
   BLKIF_RSP_OKAY,
   BLKIF_SECTOR_BYTES,
+  BlkifRequestReader,
   blkifBackRing,
   blkifResponse,
   describeBroken,
-  extractRequestId,
   rejectResponse,
-  validateRequest,
   type BlkifBackRing,
   type BlkifDisk,
+  type BlkifRequest,
   type BlkifRwRequest,
   type BlkifStatus,
   type SharedRing,
 } from './deps.js';
 import type { EventEmitter } from '@pvsim/eventlog';
 import type { GnttabMapGrantRef, GnttabUnmapGrantRef, HypercallClient, MappingStamp } from '@pvsim/hypervisor';
-import { GnttabPageCache, page_count, test_and_set_bit, PG_private, type Kernel, type Page } from '@pvsim/kernel';
+import { GnttabPageCache, page_count, test_and_set_bit, PG_private, type GntabUnmapQueueData, type Kernel, type Page } from '@pvsim/kernel';
 import type { Clock } from '@pvsim/runtime';
 import type { BackingDevice } from './backing.js';
-import './events.js';
+import { BLKBACK_VDEV_UNKNOWN } from './events.js';
 
 /**
  * What happens to a request's grant mappings when its I/O completed:
@@ -79,6 +80,12 @@ export interface BlkbackOptions {
   ringMapper: RingMapper;
   /** Requests per pass (default `BLKBACK_BATCH_MAX`). */
   batchMax?: number;
+  /**
+   * The device's `virtual-device` handle (e.g. 51712 for xvda), named in every event. Default:
+   * `runBlkbackXenbus` takes it from the frontend's directory (`…/device/vbd/<vdev>`), as Linux's
+   * `backend_changed` takes the handle; a device never given one reports `BLKBACK_VDEV_UNKNOWN`.
+   */
+  vdev?: number;
   /** The frontend broke the ring (already halted); the xenbus glue closes the device. */
   onHalt?: (reason: string) => void;
 }
@@ -89,13 +96,15 @@ export interface BlkbackConnectParams {
   eventChannel: number;
 }
 
-/** `struct pending_req`: one request between dispatch and response. */
-interface PendingReq {
-  readonly id: number;
-  readonly operation: number;
+/**
+ * `struct pending_req`: one request between dispatch and response. It is also the request's
+ * `gntab_unmap_queue_data` (Linux embeds one in each pending_req), so the async unmap allocates
+ * nothing of its own.
+ */
+interface PendingReq extends GntabUnmapQueueData<null> {
+  id: number;
+  operation: number;
   status: BlkifStatus;
-  readonly pages: Page[];
-  readonly unmapOps: GnttabUnmapGrantRef[];
 }
 
 export class BlkbackDevice {
@@ -108,8 +117,12 @@ export class BlkbackDevice {
   /** Pages dropped from the page cache because someone still held them at unmap (sync/replace). */
   pagesAbandoned = 0;
   frontDom = -1;
+  /** The `virtual-device` handle this device serves (see `BlkbackOptions.vdev`). */
+  vdev: number;
 
   private readonly client: BlkbackHypercalls;
+  /** `client.domid`, read once: every event names it. */
+  private readonly domid: number;
   private readonly kernel: Kernel;
   private readonly clock: Clock;
   private readonly events: EventEmitter;
@@ -121,13 +134,27 @@ export class BlkbackDevice {
   private readonly blkDisk: BlkifDisk;
   private readonly perSector: number;
   private ring: BlkifBackRing | null = null;
+  private reader: BlkifRequestReader | null = null;
   private mapped: MappedRing | null = null;
   private port = -1;
   private passScheduled = false;
   private idleWaiters: (() => void)[] = [];
+  /**
+   * I/O done in memory (a `view` disk), waiting for its completion: completions run as a batch,
+   * after the pass, like a bio's end_io (see `queueCompletion`).
+   */
+  private completions: PendingReq[] = [];
+  private completionsScheduled = false;
+  /** Inside a completion batch: responses are pushed once at its end. */
+  private batching = false;
+  /** Private bounce buffer of one request's write data (guest pages → disk), reused per request. */
+  private readonly bounce = new Uint8Array(BLKIF_MAX_SEGMENTS_PER_REQUEST * 8 * BLKIF_SECTOR_BYTES);
+  private readonly runBatch = () => this.completeBatch();
+  private readonly runBatchNext = () => queueMicrotask(this.runBatch);
 
   constructor(o: BlkbackOptions) {
     this.client = o.client;
+    this.domid = o.client.domid;
     this.kernel = o.kernel;
     this.clock = o.clock;
     this.events = o.events;
@@ -135,7 +162,9 @@ export class BlkbackDevice {
     this.policy = o.policy;
     this.mapper = o.ringMapper;
     this.batchMax = o.batchMax ?? BLKBACK_BATCH_MAX;
+    this.vdev = o.vdev ?? BLKBACK_VDEV_UNKNOWN;
     assert(Number.isInteger(this.batchMax) && this.batchMax >= 1, `batchMax ${this.batchMax} must be >= 1`);
+    assert(Number.isInteger(this.vdev) && this.vdev >= -1 && this.vdev <= 0x7fff_ffff, `vdev ${this.vdev} is not a virtual-device handle`);
     this.onHalt = o.onHalt;
     this.cache = new GnttabPageCache(o.kernel);
     this.perSector = o.disk.sectorSize / BLKIF_SECTOR_BYTES;
@@ -178,6 +207,7 @@ export class BlkbackDevice {
     }
     this.mapped = m.value;
     this.ring = r.value;
+    this.reader = new BlkifRequestReader(r.value);
     this.port = port;
     this.frontDom = p.frontDom;
     this.halted = null;
@@ -199,6 +229,7 @@ export class BlkbackDevice {
     this.mapped?.unmap();
     this.mapped = null;
     this.ring = null;
+    this.reader = null;
     this.port = -1;
     this.cache.shrink(0);
     return 0;
@@ -229,20 +260,31 @@ export class BlkbackDevice {
    */
   private doBlockIoOp(): void {
     const ring = this.ring;
-    if (!ring || this.halted) return;
+    const reader = this.reader;
+    if (!ring || !reader || this.halted) return;
     let n = 0;
     while (n < this.batchMax) {
       const avail = ring.unconsumedRequests();
       if (ring.broken) return this.halt(describeBroken(ring.broken));
       if (avail === 0) break;
       // Copy the slot once, advance req_cons, then validate the private copy.
-      const copy = ring.takeRequest();
+      const t = reader.take(this.blkDisk);
       n++;
-      if (!copy.ok) {
-        const reason = copy.error.kind === 'bad-slot' ? `frontend gave us an undecodable request slot: ${copy.error.reason}` : describeBroken(copy.error.broken);
-        return this.halt(reason);
+      if (t.ok) this.dispatch(t.value);
+      else {
+        const e = t.error;
+        switch (e.kind) {
+          case 'bad-slot':
+            return this.halt(`frontend gave us an undecodable request slot: ${e.reason}`);
+          case 'broken':
+            return this.halt(describeBroken(e.broken));
+          case 'violation':
+            return this.halt(e.reason);
+          case 'reject':
+            this.events.emit('blk.reject', { dom: this.frontDom, vdev: this.vdev, id: e.id, op: e.operation, status: e.status, code: e.code, reason: e.reason }, this.domid);
+            this.makeResponse(rejectResponse(e).id, e.operation, e.status);
+        }
       }
-      this.dispatch(copy.value);
       if (this.halted) return;
     }
     this.flushResponses();
@@ -267,65 +309,108 @@ export class BlkbackDevice {
     this.halted = reason;
     this.flushResponses();
     this.ring?.markBroken('frontend', reason);
-    this.events.emit('blk.ring.halted', { dom: this.frontDom, reason }, this.client.domid);
+    this.events.emit('blk.ring.halted', { dom: this.frontDom, vdev: this.vdev, reason }, this.domid);
     this.onHalt?.(reason);
   }
 
-  private dispatch(copy: unknown): void {
-    const v = validateRequest(copy, this.blkDisk);
-    if (!v.ok) {
-      const inv = v.error;
-      if (inv.kind === 'violation') return this.halt(inv.reason);
-      this.events.emit('blk.reject', { dom: this.frontDom, id: inv.id, op: inv.operation, status: inv.status, code: inv.code, reason: inv.reason }, this.client.domid);
-      this.makeResponse(rejectResponse(inv).id, inv.operation, inv.status);
-      return;
-    }
-    const req = v.value;
+  private dispatch(req: BlkifRequest): void {
     if (!('seg' in req)) {
       // Discard is not advertised, so the validator refuses it; reaching here is our bug.
       assert(false, 'blkback: a discard request passed validation with feature-discard off: a bug');
     }
     const rw = req as BlkifRwRequest;
-    this.events.emit('blk.request', { dom: this.frontDom, id: rw.id, op: rw.operation, sector: rw.sector_number, nsegs: rw.nr_segments }, this.client.domid);
+    this.events.emit('blk.request', { dom: this.frontDom, vdev: this.vdev, id: rw.id, op: rw.operation, sector: rw.sector_number, nsegs: rw.nr_segments }, this.domid);
     this.inflight++;
-    void this.runRw(rw);
+    this.runRw(rw);
   }
 
-  /** `dispatch_rw_block_io` + `xen_blkbk_map` + the bio + `__end_block_io_op`. */
-  private async runRw(req: BlkifRwRequest): Promise<void> {
-    const pr: PendingReq = { id: req.id, operation: req.operation, status: BLKIF_RSP_OKAY, pages: [], unmapOps: [] };
+  /**
+   * `dispatch_rw_block_io` + `xen_blkbk_map` + the bio. Segments are mapped in one batch, now;
+   * the I/O either runs now against a disk in memory (`view`), completing as a batch after the
+   * pass, or goes to the backing device's promise.
+   */
+  private runRw(req: BlkifRwRequest): void {
     const nseg = req.seg.length;
+    const pr: PendingReq = { id: req.id, operation: req.operation, status: BLKIF_RSP_OKAY, pages: NO_PAGES, unmapOps: NO_OPS, count: 0, data: null, done: (result) => this.unmapped(pr, result) };
     if (nseg > 0) {
       const got = this.cache.get(nseg);
       if (typeof got === 'number') return this.finish(pr, BLKIF_RSP_ERROR);
       // Guest → disk needs only read access to the guest's pages.
       const flags = GNTMAP_host_map | (req.operation === BLKIF_OP_READ ? 0 : GNTMAP_readonly);
-      const ops: GnttabMapGrantRef[] = req.seg.map((s, i) => ({ hostGfn: got[i]!.gfn, flags, ref: s.gref, dom: this.frontDom }));
+      const ops: GnttabMapGrantRef[] = new Array<GnttabMapGrantRef>(nseg);
+      for (let i = 0; i < nseg; i++) ops[i] = { hostGfn: got[i]!.gfn, flags, ref: req.seg[i]!.gref, dom: this.frontDom };
       const rc = this.kernel.gnttab_map_refs(ops, got);
-      const okIdx: number[] = [];
-      for (let i = 0; i < nseg; i++) if (rc === 0 && ops[i]!.status === GNTST_okay) okIdx.push(i);
-      if (okIdx.length !== nseg) {
+      let okAll = rc === 0;
+      for (let i = 0; okAll && i < nseg; i++) if (ops[i]!.status !== GNTST_okay) okAll = false;
+      if (!okAll) {
         // A bad gref (or another map failure): unmap what did map, right away (those pages were
         // never handed to I/O: Linux's xen_blkbk_unmap), and answer with an error.
+        const okIdx: number[] = [];
+        for (let i = 0; rc === 0 && i < nseg; i++) if (ops[i]!.status === GNTST_okay) okIdx.push(i);
         const mappedPages = okIdx.map((i) => got[i]!);
         if (mappedPages.length > 0) this.kernel.gnttab_unmap_refs(okIdx.map((i) => ({ hostGfn: ops[i]!.hostGfn, handle: ops[i]!.handle! })), mappedPages);
         this.cache.put(got);
         return this.finish(pr, BLKIF_RSP_ERROR);
       }
-      pr.pages.push(...got);
-      pr.unmapOps.push(...ops.map((o) => ({ hostGfn: o.hostGfn, handle: o.handle! })));
+      pr.pages = got;
+      const unmapOps: GnttabUnmapGrantRef[] = new Array<GnttabUnmapGrantRef>(nseg);
+      for (let i = 0; i < nseg; i++) unmapOps[i] = { hostGfn: ops[i]!.hostGfn, handle: ops[i]!.handle! };
+      pr.unmapOps = unmapOps;
+      pr.count = nseg;
     }
     // Page references for the I/O: every access goes through the memory gate with the mapping's stamp.
-    const stamps: MappingStamp[] = pr.pages.map((p) => p.stamp());
-    let status: BlkifStatus = BLKIF_RSP_OKAY;
-    try {
-      status = await this.io(req, pr.pages, stamps);
-    } catch {
-      status = BLKIF_RSP_ERROR;
+    const stamps: MappingStamp[] = new Array<MappingStamp>(nseg);
+    for (let i = 0; i < nseg; i++) stamps[i] = pr.pages[i]!.stamp();
+    if (this.disk.view && (req.operation === BLKIF_OP_READ || req.operation === BLKIF_OP_WRITE)) {
+      let status: BlkifStatus;
+      try {
+        status = this.ioInMemory(req, pr.pages, stamps);
+      } catch {
+        status = BLKIF_RSP_ERROR;
+      }
+      pr.status = status;
+      this.queueCompletion(pr);
+      return;
     }
-    this.complete(pr, status);
+    this.io(req, pr.pages, stamps).then(
+      (status) => this.complete(pr, status),
+      () => this.complete(pr, BLKIF_RSP_ERROR),
+    );
   }
 
+  /**
+   * Read or write against a disk in memory, now: disk → guest pages straight through the gate;
+   * guest pages → the private bounce buffer, then the disk only once every segment was read (a
+   * failed segment leaves the disk untouched, as the device path does).
+   */
+  private ioInMemory(req: BlkifRwRequest, pages: Page[], stamps: MappingStamp[]): BlkifStatus {
+    const disk = this.disk;
+    const bytes = req.nr_sectors * BLKIF_SECTOR_BYTES;
+    const view = disk.view!(req.sector_number / this.perSector, req.nr_sectors / this.perSector);
+    const seg = req.seg;
+    let off = 0;
+    if (req.operation === BLKIF_OP_READ) {
+      for (let i = 0; i < seg.length; i++) {
+        const s = seg[i]!;
+        const len = (s.last_sect - s.first_sect + 1) * BLKIF_SECTOR_BYTES;
+        if (this.client.write(pages[i]!.gfn, s.first_sect * BLKIF_SECTOR_BYTES, view.subarray(off, off + len), stamps[i]) !== GATE_OK_VALUE) return BLKIF_RSP_ERROR;
+        off += len;
+      }
+      return BLKIF_RSP_OKAY;
+    }
+    if (disk.readOnly) return BLKIF_RSP_ERROR;
+    const bounce = this.bounce;
+    for (let i = 0; i < seg.length; i++) {
+      const s = seg[i]!;
+      const len = (s.last_sect - s.first_sect + 1) * BLKIF_SECTOR_BYTES;
+      if (this.client.read(pages[i]!.gfn, s.first_sect * BLKIF_SECTOR_BYTES, bounce.subarray(off, off + len), stamps[i]) !== GATE_OK_VALUE) return BLKIF_RSP_ERROR;
+      off += len;
+    }
+    view.set(bytes === bounce.length ? bounce : bounce.subarray(0, bytes));
+    return BLKIF_RSP_OKAY;
+  }
+
+  /** The I/O through the backing device's promises (files, flushes, barriers). */
   private async io(req: BlkifRwRequest, pages: Page[], stamps: MappingStamp[]): Promise<BlkifStatus> {
     const devSector = req.sector_number / this.perSector;
     switch (req.operation) {
@@ -364,6 +449,31 @@ export class BlkbackDevice {
     }
   }
 
+  /**
+   * An in-memory I/O is done: complete it with the others of this pass, as a bio completes
+   * asynchronously. Two microtask turns later, which is when the promise path completes a memory
+   * disk's I/O too (a page reference taken right after the pass still counts at the unmap).
+   */
+  private queueCompletion(pr: PendingReq): void {
+    this.completions.push(pr);
+    if (this.completionsScheduled) return;
+    this.completionsScheduled = true;
+    queueMicrotask(this.runBatchNext);
+  }
+
+  private completeBatch(): void {
+    this.completionsScheduled = false;
+    const batch = this.completions;
+    this.completions = [];
+    this.batching = true;
+    try {
+      for (let i = 0; i < batch.length; i++) this.complete(batch[i]!, batch[i]!.status);
+    } finally {
+      this.batching = false;
+      this.afterResponses();
+    }
+  }
+
   /** The I/O completed: apply the unmap policy; the response follows the unmap. */
   private complete(pr: PendingReq, status: BlkifStatus): void {
     pr.status = status;
@@ -372,7 +482,7 @@ export class BlkbackDevice {
       case 'sync': {
         // The old behaviour: unmap now whoever still holds the page.
         const rc = this.kernel.gnttab_unmap_refs(pr.unmapOps, pr.pages);
-        assert(rc === 0, `blkback: unmapping our own grant mappings failed (${rc}): a bug`);
+        if (rc !== 0) assert(false, `blkback: unmapping our own grant mappings failed (${rc}): a bug`);
         this.recycle(pr.pages);
         return this.finish(pr, status);
       }
@@ -383,7 +493,7 @@ export class BlkbackDevice {
           const scratch = this.kernel.alloc_page();
           assert(scratch, 'blkback replace policy: no scratch page of our own memory left');
           const st = this.kernel.gnttab_unmap_and_replace(page, pr.unmapOps[i]!.handle, scratch);
-          assert(st === GNTST_okay, `blkback: unmap_and_replace of our own mapping failed (${st}): a bug`);
+          if (st !== GNTST_okay) assert(false, `blkback: unmap_and_replace of our own mapping failed (${st}): a bug`);
           // The scratch gfn is now empty: it becomes a grant page. The old gfn holds the scratch
           // frame: our memory again, freed unless someone still holds it.
           test_and_set_bit(scratch, PG_private);
@@ -395,20 +505,17 @@ export class BlkbackDevice {
         return this.finish(pr, status);
       }
       case 'async':
-        this.kernel.gnttab_unmap_refs_async({
-          unmapOps: pr.unmapOps,
-          pages: pr.pages,
-          count: pr.pages.length,
-          data: pr,
-          done: (result) => {
-            // xen_blkbk_unmap_and_respond_callback: BUG_ON(result), cache put, respond.
-            assert(result === 0, `blkback: async unmap of our own mappings failed (${result}): a bug`);
-            this.cache.put(pr.pages);
-            this.finish(pr, status);
-          },
-        });
+        // xen_blkbk_unmap_and_respond: `pr` is its own unmap item; its `done` responds.
+        this.kernel.gnttab_unmap_refs_async(pr);
         return;
     }
+  }
+
+  /** `xen_blkbk_unmap_and_respond_callback`: BUG_ON(result), cache put, respond. */
+  private unmapped(pr: PendingReq, result: number): void {
+    if (result !== 0) assert(false, `blkback: async unmap of our own mappings failed (${result}): a bug`);
+    this.cache.put(pr.pages);
+    this.finish(pr, pr.status);
   }
 
   /** Unmapped pages back to the cache; a page someone still holds cannot be reused: drop it. */
@@ -420,9 +527,15 @@ export class BlkbackDevice {
 
   private finish(pr: PendingReq, status: BlkifStatus): void {
     this.makeResponse(pr.id, pr.operation, status);
-    this.flushResponses();
     this.inflight--;
-    if (this.inflight === 0) for (const w of this.idleWaiters.splice(0)) w();
+    if (this.batching) return;
+    this.afterResponses();
+  }
+
+  /** Push the responses made, wake idle waiters, look at the ring again if it was held back. */
+  private afterResponses(): void {
+    this.flushResponses();
+    if (this.inflight === 0 && this.idleWaiters.length > 0) for (const w of this.idleWaiters.splice(0)) w();
     // A full response ring may have held back requests: look again.
     if (this.ring && !this.halted && this.ring.unconsumedRequests() > 0) this.schedulePass();
   }
@@ -436,7 +549,7 @@ export class BlkbackDevice {
     const r = ring.pushResponse(blkifResponse(id, operation, status));
     if (!r.ok) return; // the ring is broken: the frontend gets nothing more
     this.pendingPush = true;
-    this.events.emit('blk.response', { dom: this.frontDom, id, status }, this.client.domid);
+    this.events.emit('blk.response', { dom: this.frontDom, vdev: this.vdev, id, status }, this.domid);
   }
 
   /** `RING_PUSH_RESPONSES_AND_CHECK_NOTIFY` + `notify_remote_via_irq`. */
@@ -446,3 +559,6 @@ export class BlkbackDevice {
     if (this.ring.pushResponsesAndCheckNotify() && this.port >= 0) this.client.evtchnSend(this.port);
   }
 }
+
+const NO_PAGES: Page[] = [];
+const NO_OPS: GnttabUnmapGrantRef[] = [];

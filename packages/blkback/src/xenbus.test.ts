@@ -28,7 +28,10 @@ it('xenbus: InitWait, connect from ring-ref/event-channel, Connected with sector
   const ts = new LocalXsClient(store, 0, { events: ev });
   const d = { type: 'vbd', frontDom: gid, backDom: 0, devid: 51712 };
   const dirs = await xenbusAddDevice(ts, d);
+  expect(dev.vdev).toBe(-1);
   const back = await runBlkbackXenbus(new LocalXsClient(store, 0, { events: ev }), dirs, dev, gid);
+  // Not told its vdev: it takes the handle from the frontend's node, as Linux's backend_changed.
+  expect(dev.vdev).toBe(51712);
   const fx = new LocalXsClient(store, gid, { events: ev });
   expect(await xenbusReadState(fx, dirs.backDir)).toBe(XenbusState.InitWait);
   await fx.write(`${dirs.frontDir}/ring-ref`, '0');

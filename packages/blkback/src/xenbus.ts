@@ -13,6 +13,7 @@ import { BLKIF_SLOT_BYTES } from '@pvsim/blkif';
 import { XenbusState, runBackendHandshake, xenbusSwitchState, type BackendEnd, type XsClient } from '@pvsim/xenstore';
 import type { Clock } from '@pvsim/runtime';
 import type { BlkbackDevice, RingMapper } from './device.js';
+import { BLKBACK_VDEV_UNKNOWN } from './events.js';
 
 /** `xen_blkif_max_ring_order` (Linux: XENBUS_MAX_RING_GRANT_ORDER = 4). */
 export const BLKBACK_MAX_RING_PAGE_ORDER = 4;
@@ -55,6 +56,13 @@ export function kernelRingMapper(kernel: Kernel, frameView: (mfn: number) => Uin
  * then on the device connects, disconnects and reconnects as the frontend moves.
  */
 export async function runBlkbackXenbus(xs: XsClient, dirs: { backDir: string; frontDir: string }, device: BlkbackDevice, frontDom: number, opts: { clock?: Clock } = {}): Promise<BackendEnd> {
+  if (device.vdev === BLKBACK_VDEV_UNKNOWN) {
+    // Linux's backend_changed: the handle is the last component of the frontend's node
+    // (`/local/domain/<dom>/device/vbd/<vdev>`), written by the toolstack, not the guest.
+    const last = dirs.frontDir.slice(dirs.frontDir.lastIndexOf('/') + 1);
+    const vdev = /^\d{1,10}$/.test(last) ? Number(last) : NaN;
+    if (vdev >= 0 && vdev <= 0x7fff_ffff) device.vdev = vdev;
+  }
   device.onHalt = () => {
     void xenbusSwitchState(xs, dirs.backDir, XenbusState.Closing).catch(() => {});
   };

@@ -242,6 +242,38 @@ describe('blkfront I/O', () => {
     expect(st.freePages).toBe(96);
   });
 
+  it('buffers: write data is the caller\'s again on return (on the ring or waiting), read results never alias, readInto fills the caller\'s', async () => {
+    const w = await world({ dataPages: 8 });
+    w.back.paused = true;
+    // 8 data pages: the first 8 one-frame writes go on the ring (data copied into the granted
+    // pages), the next 4 wait for pages (data kept aside). The caller scribbles over every buffer
+    // as soon as write() returns.
+    const bufs = Array.from({ length: 12 }, (_, i) => pattern(8 * SECTOR, 40 + i));
+    const writes = bufs.map((b, i) => {
+      const p = w.front.write(i * 8, b);
+      b.fill(0xee);
+      return p;
+    });
+    expect(w.front.stats().waiting).toBe(4);
+    w.back.paused = false;
+    await w.run(Promise.all(writes));
+    for (let i = 0; i < 12; i++) expect(same(w.disk.subarray(i * 8 * SECTOR, (i + 1) * 8 * SECTOR), pattern(8 * SECTOR, 40 + i))).toBe(true);
+    // Two reads: distinct memory, untouched by later reads.
+    const a = await w.run(w.front.read(0, 8));
+    const b = await w.run(w.front.read(8, 8));
+    a.fill(0x11);
+    expect(same(b, pattern(8 * SECTOR, 41))).toBe(true);
+    const c = await w.run(w.front.read(0, 8));
+    expect(same(c, pattern(8 * SECTOR, 40))).toBe(true);
+    expect(a.every((x) => x === 0x11)).toBe(true);
+    // readInto: into the caller's buffer, at its offset; whole sectors only.
+    const dst = new Uint8Array(3 * 8 * SECTOR).fill(0x22);
+    await w.run(w.front.readInto(16, dst.subarray(8 * SECTOR, 16 * SECTOR)));
+    expect(same(dst.subarray(8 * SECTOR, 16 * SECTOR), pattern(8 * SECTOR, 42))).toBe(true);
+    expect(dst.subarray(0, 8 * SECTOR).every((x) => x === 0x22) && dst.subarray(16 * SECTOR).every((x) => x === 0x22)).toBe(true);
+    await expect(w.front.readInto(0, new Uint8Array(100))).rejects.toThrow(/not whole 512-byte sectors/);
+  });
+
   it('splits at 11 segments with first/last sectors, sector s at s % 8 of its frame', async () => {
     const w = await world();
     // 12 frames from an aligned sector: 11 + 1 segments.

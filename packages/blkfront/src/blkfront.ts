@@ -36,11 +36,11 @@ import {
   BLKIF_SECTOR_BYTES,
   BLKIF_SECTORS_PER_FRAME,
   BLKIF_SLOT_BYTES,
+  BlkifResponseReader,
   blkifFrontRing,
   buildFrontendKeys,
   parseBackendConnectKeys,
   parseBackendProbeKeys,
-  parseResponse,
   type BackendDevice,
   type BlkifFrontRing,
   type BlkifSegmentWire,
@@ -62,6 +62,12 @@ export const BLKFRONT_WAITING_REQUESTS_MAX = 4096;
 export const BLKFRONT_RING_ORDER_MAX = 4;
 /** Responses handled per `interrupt()` call, times the ring size (a bound on a hostile backend). */
 const INTERRUPT_ROUNDS_MAX = 4;
+/**
+ * `read()` results up to this size are carved from shared zeroed slabs of `READ_SLAB_BYTES`
+ * (each region handed out once, never reused); larger ones get their own buffer.
+ */
+const READ_SLAB_BYTES = 64 * 1024;
+const READ_SLAB_ITEM_MAX = 16 * 1024;
 
 /** What blkfront needs of the guest's hypercall client. */
 export type BlkfrontHypercalls = Pick<
@@ -135,11 +141,16 @@ interface DataPage {
 
 interface Io {
   readonly op: number;
-  /** Read: filled on completion. Write: the caller's data. */
-  readonly buf: Uint8Array;
+  /**
+   * Read: filled on completion. Write: the caller's data while the call runs; a private copy if
+   * a part still waits for a slot when the call returns (the caller may reuse its buffer).
+   */
+  buf: Uint8Array;
   parts: number;
   failure: BlkfrontError | null;
-  readonly resolve: () => void;
+  /** What the call's promise resolves with (a read's result buffer; undefined otherwise). */
+  readonly value: unknown;
+  readonly resolve: (value: unknown) => void;
   readonly reject: (e: BlkfrontError) => void;
 }
 
@@ -189,6 +200,10 @@ export class Blkfront {
   private deferredTotal = 0;
 
   private ring: BlkifFrontRing | null = null;
+  private reader: BlkifResponseReader | null = null;
+  /** The slab `read()` results are carved from, and its next free byte. */
+  private readSlab = new Uint8Array(0);
+  private readSlabOff = 0;
   private ringPages: readonly DataPage[] = [];
   private port = -1;
   private shadows: (Shadow | null)[] = [];
@@ -320,6 +335,7 @@ export class Blkfront {
       throw new Error(`blkfront ${this.o.frontDir}: alloc_unbound to d${this.o.backendDomid} failed: ${port}`);
     }
     this.ring = blkifFrontRing(sring);
+    this.reader = new BlkifResponseReader(this.ring);
     this.ringPages = pages;
     this.port = port;
     this.shadows = Array.from({ length: sring.size }, () => null);
@@ -356,24 +372,57 @@ export class Blkfront {
     if (this.port >= 0) this.o.client.evtchnClose(this.port);
     this.port = -1;
     this.ring = null;
+    this.reader = null;
     if (this.phaseNow === 'connecting' || this.phaseNow === 'connected') this.phaseNow = 'closed';
     this.checkDrained();
   }
 
   // ─────────────────────────── the block API ───────────────────────────
 
-  /** Read `count` 512-byte sectors from `sector`. */
+  /**
+   * Read `count` 512-byte sectors from `sector`. The result is new memory that nothing else
+   * writes to; small results may share an ArrayBuffer with earlier ones (as Node's pooled
+   * Buffers do), so a view over its `.buffer` must use `byteOffset`/`byteLength`. `readInto`
+   * reads into the caller's own memory instead.
+   */
   read(sector: number, count: number): Promise<Uint8Array> {
-    const buf = new Uint8Array(Math.max(0, Number.isSafeInteger(count) ? count : 0) * BLKIF_SECTOR_BYTES);
-    return this.io(BLKIF_OP_READ, sector, count, buf).then(() => buf);
+    const buf = this.resultBuffer(Math.max(0, Number.isSafeInteger(count) ? count : 0) * BLKIF_SECTOR_BYTES);
+    return this.io(BLKIF_OP_READ, sector, count, buf, buf);
   }
 
-  /** Write `data` (whole 512-byte sectors) at `sector`. */
+  /**
+   * Read `dst.length / 512` sectors from `sector` into `dst` (whole sectors). `dst` is written as
+   * responses arrive: leave it alone until the promise settles; after a failure any part of it
+   * may have been written.
+   */
+  readInto(sector: number, dst: Uint8Array): Promise<void> {
+    if (dst.length % BLKIF_SECTOR_BYTES !== 0) {
+      return Promise.reject(new BlkfrontError(`read into ${dst.length} bytes: not whole ${BLKIF_SECTOR_BYTES}-byte sectors`));
+    }
+    return this.io(BLKIF_OP_READ, sector, dst.length / BLKIF_SECTOR_BYTES, dst, undefined);
+  }
+
+  /**
+   * Write `data` (whole 512-byte sectors) at `sector`. `data` is copied before the call returns
+   * (into the granted pages, or aside for a part that waits for a slot): the caller may reuse it.
+   */
   write(sector: number, data: Uint8Array): Promise<void> {
     if (data.length % BLKIF_SECTOR_BYTES !== 0) {
       return Promise.reject(new BlkfrontError(`write of ${data.length} bytes: not whole ${BLKIF_SECTOR_BYTES}-byte sectors`));
     }
-    return this.io(BLKIF_OP_WRITE, sector, data.length / BLKIF_SECTOR_BYTES, data.slice());
+    return this.io(BLKIF_OP_WRITE, sector, data.length / BLKIF_SECTOR_BYTES, data, undefined);
+  }
+
+  /** A zeroed buffer of `bytes` for a read's result: a region of a slab never handed out before, or its own. */
+  private resultBuffer(bytes: number): Uint8Array {
+    if (bytes > READ_SLAB_ITEM_MAX) return new Uint8Array(bytes);
+    if (this.readSlabOff + bytes > this.readSlab.length) {
+      this.readSlab = new Uint8Array(READ_SLAB_BYTES);
+      this.readSlabOff = 0;
+    }
+    const off = this.readSlabOff;
+    this.readSlabOff = off + bytes;
+    return this.readSlab.subarray(off, off + bytes);
   }
 
   /** `BLKIF_OP_FLUSH_DISKCACHE` with no segments; a no-op when the backend offers no flush. */
@@ -382,7 +431,7 @@ export class Blkfront {
     if (refuse) return Promise.reject(refuse);
     if (!this.dev?.featureFlushCache) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
-      const io: Io = { op: BLKIF_OP_FLUSH_DISKCACHE, buf: new Uint8Array(0), parts: 1, failure: null, resolve, reject };
+      const io: Io = { op: BLKIF_OP_FLUSH_DISKCACHE, buf: new Uint8Array(0), parts: 1, failure: null, value: undefined, resolve: resolve as (v: unknown) => void, reject };
       this.waiting.push({ io, op: BLKIF_OP_FLUSH_DISKCACHE, sector: 0, firstSect: 0, nrSectors: 0, bufOff: 0 });
       this.kick();
     });
@@ -412,7 +461,8 @@ export class Blkfront {
     return null;
   }
 
-  private io(op: number, sector: number, count: number, buf: Uint8Array): Promise<void> {
+  /** Split and queue an I/O; its promise resolves with `value` once every part completed. */
+  private io<T>(op: number, sector: number, count: number, buf: Uint8Array, value: T): Promise<T> {
     const refuse = this.refusal();
     if (refuse) return Promise.reject(refuse);
     const dev = this.dev!;
@@ -423,23 +473,26 @@ export class Blkfront {
       return Promise.reject(new BlkfrontError(`sectors ${sector}..${sector}+${count} beyond the disk's ${dev.sectors}`));
     }
     if (op === BLKIF_OP_WRITE && dev.readOnly) return Promise.reject(new BlkfrontError('write to a read-only disk'));
-    if (count === 0) return Promise.resolve();
+    if (count === 0) return Promise.resolve(value);
     // Split: each request spans at most 11 frames; sector s sits at sector s % 8 of its frame.
-    const parts: Omit<Part, 'io'>[] = [];
-    for (let s = sector, left = count; left > 0; ) {
-      const firstSect = s % BLKIF_SECTORS_PER_FRAME;
-      const n = Math.min(left, BLKIF_MAX_SEGMENTS_PER_REQUEST * BLKIF_SECTORS_PER_FRAME - firstSect);
-      parts.push({ op, sector: s, firstSect, nrSectors: n, bufOff: (s - sector) * BLKIF_SECTOR_BYTES });
-      s += n;
-      left -= n;
-    }
-    if (this.waiting.length + parts.length > BLKFRONT_WAITING_REQUESTS_MAX) {
+    const perRequest = BLKIF_MAX_SEGMENTS_PER_REQUEST * BLKIF_SECTORS_PER_FRAME;
+    const nParts = Math.ceil(((sector % BLKIF_SECTORS_PER_FRAME) + count) / perRequest);
+    if (this.waiting.length + nParts > BLKFRONT_WAITING_REQUESTS_MAX) {
       return Promise.reject(new BlkfrontError(`queue full: ${this.waiting.length} requests waiting (max ${BLKFRONT_WAITING_REQUESTS_MAX})`));
     }
-    return new Promise<void>((resolve, reject) => {
-      const io: Io = { op, buf, parts: parts.length, failure: null, resolve, reject };
-      for (const p of parts) this.waiting.push({ ...p, io });
+    return new Promise<T>((resolve, reject) => {
+      const io: Io = { op, buf, parts: nParts, failure: null, value, resolve: resolve as (v: unknown) => void, reject };
+      for (let s = sector, left = count; left > 0; ) {
+        const firstSect = s % BLKIF_SECTORS_PER_FRAME;
+        const n = Math.min(left, perRequest - firstSect);
+        this.waiting.push({ io, op, sector: s, firstSect, nrSectors: n, bufOff: (s - sector) * BLKIF_SECTOR_BYTES });
+        s += n;
+        left -= n;
+      }
       this.kick();
+      // The parts that got a slot had their data copied into granted pages; the last part is the
+      // last to go, so if it still waits, keep the data aside: the caller's buffer is its own again.
+      if (op === BLKIF_OP_WRITE && this.waiting.length > 0 && this.waiting[this.waiting.length - 1]!.io === io) io.buf = buf.slice();
     });
   }
 
@@ -469,9 +522,10 @@ export class Blkfront {
   private queueRequest(ring: BlkifFrontRing, part: Part, nSegs: number): void {
     const c = this.o.client;
     const id = this.freeIds.pop()!;
-    assert(this.shadows[id] === null, `blkfront bug: free id ${id} still has a shadow`);
-    const segs: SegUse[] = [];
-    const wire: BlkifSegmentWire[] = [];
+    // Assertion messages are built only on failure: this runs for every request.
+    if (this.shadows[id] !== null) assert(false, `blkfront bug: free id ${id} still has a shadow`);
+    const segs: SegUse[] = new Array<SegUse>(nSegs);
+    const wire: BlkifSegmentWire[] = new Array<BlkifSegmentWire>(nSegs);
     let sectorsLeft = part.nrSectors;
     let bufOff = part.bufOff;
     for (let i = 0; i < nSegs; i++) {
@@ -479,22 +533,20 @@ export class Blkfront {
       const firstSect = i === 0 ? part.firstSect : 0;
       const lastSect = Math.min(BLKIF_SECTORS_PER_FRAME - 1, firstSect + sectorsLeft - 1);
       const len = (lastSect - firstSect + 1) * BLKIF_SECTOR_BYTES;
-      if (part.op === BLKIF_OP_WRITE) {
-        assert(c.write(page.gfn, firstSect * BLKIF_SECTOR_BYTES, part.io.buf.subarray(bufOff, bufOff + len)) === 0, `blkfront bug: own gfn ${page.gfn} refused a write`);
-      } else {
-        // The backend gets write access: show it zeros, never what the page held before.
-        assert(c.write(page.gfn, 0, ZERO_PAGE) === 0, `blkfront bug: own gfn ${page.gfn} refused a write`);
-      }
+      // A write fills the page from the caller's data; a read gives the backend write access, so
+      // it must see zeros, never what the page held before.
+      const src = part.op === BLKIF_OP_WRITE ? part.io.buf.subarray(bufOff, bufOff + len) : ZERO_PAGE;
+      if (c.write(page.gfn, part.op === BLKIF_OP_WRITE ? firstSect * BLKIF_SECTOR_BYTES : 0, src) !== 0) assert(false, `blkfront bug: own gfn ${page.gfn} refused a write`);
       const rc = c.grantForeignAccess(page.gref, this.o.backendDomid, page.gfn, part.op === BLKIF_OP_WRITE);
-      assert(rc === 0, `blkfront bug: grant ref ${page.gref} for gfn ${page.gfn} refused (${rc}) though its last access was ended`);
-      segs.push({ page, firstSect, lastSect, bufOff });
-      wire.push({ gref: page.gref, first_sect: firstSect, last_sect: lastSect });
+      if (rc !== 0) assert(false, `blkfront bug: grant ref ${page.gref} for gfn ${page.gfn} refused (${rc}) though its last access was ended`);
+      segs[i] = { page, firstSect, lastSect, bufOff };
+      wire[i] = { gref: page.gref, first_sect: firstSect, last_sect: lastSect };
       sectorsLeft -= lastSect - firstSect + 1;
       bufOff += len;
     }
     this.shadows[id] = { id, part, segs };
     const r = ring.pushRequest({ operation: part.op, nr_segments: nSegs, handle: this.o.vdev, id, sector_number: part.sector, seg: wire });
-    assert(r.ok, `blkfront bug: request ${id} refused by the ring (${r.ok ? '' : r.error.kind})`);
+    if (!r.ok) assert(false, `blkfront bug: request ${id} refused by the ring (${r.error.kind})`);
     this.inFlight++;
     this.submitted++;
     this.o.events.emit(
@@ -512,16 +564,20 @@ export class Blkfront {
    */
   interrupt(): void {
     const ring = this.ring;
-    if (!ring || this.phaseNow === 'error') return;
+    const reader = this.reader;
+    if (!ring || !reader || this.phaseNow === 'error') return;
     const budget = ring.size * INTERRUPT_ROUNDS_MAX;
     let handled = 0;
     do {
       for (let n = ring.unconsumedResponses(); n > 0; n--) {
         if (++handled > budget) return void this.kick(); // the rest on the next interrupt
-        const copy = ring.takeResponse();
-        if (!copy.ok) return this.deviceError(`backend gave us an unreadable response: ${copy.error.kind === 'bad-slot' ? copy.error.reason : describeBroken(copy.error.broken)}`);
-        const rsp = parseResponse(copy.value);
-        if (!rsp.ok) return this.deviceError(rsp.error);
+        // One copy of the slot, rsp_cons++, then the private copy is checked (parseResponse's rules).
+        const rsp = reader.take();
+        if (!rsp.ok) {
+          const e = rsp.error;
+          if (e.kind === 'invalid') return this.deviceError(e.reason);
+          return this.deviceError(`backend gave us an unreadable response: ${e.kind === 'bad-slot' ? e.reason : describeBroken(e.broken)}`);
+        }
         const { id, operation, status } = rsp.value;
         const sh = id < this.shadows.length ? this.shadows[id] : null;
         if (!sh) return this.deviceError(`backend gave us a response for id ${id}, which is not outstanding`);
@@ -539,13 +595,14 @@ export class Blkfront {
   private complete(sh: Shadow, status: number): void {
     const c = this.o.client;
     const part = sh.part;
-    for (const s of sh.segs) {
+    for (let i = 0; i < sh.segs.length; i++) {
+      const s = sh.segs[i]!;
       // XSA-396: one atomic check-and-clear; on success the backend can no longer change the
       // page, so read data is copied from a page that is ours alone.
       this.endOrDefer(s.page, true);
       if (part.op === BLKIF_OP_READ && status === BLKIF_RSP_OKAY) {
         const len = (s.lastSect - s.firstSect + 1) * BLKIF_SECTOR_BYTES;
-        assert(c.read(s.page.gfn, s.firstSect * BLKIF_SECTOR_BYTES, part.io.buf.subarray(s.bufOff, s.bufOff + len)) === 0, `blkfront bug: own gfn ${s.page.gfn} refused a read`);
+        if (c.read(s.page.gfn, s.firstSect * BLKIF_SECTOR_BYTES, part.io.buf.subarray(s.bufOff, s.bufOff + len)) !== 0) assert(false, `blkfront bug: own gfn ${s.page.gfn} refused a read`);
       }
     }
     this.shadows[sh.id] = null;
@@ -563,7 +620,7 @@ export class Blkfront {
     if (failure && !io.failure) io.failure = failure;
     if (--io.parts > 0) return;
     if (io.failure) io.reject(io.failure);
-    else io.resolve();
+    else io.resolve(io.value);
   }
 
   /** The backend broke the protocol: stop the device, fail all I/O, take back what we can. */

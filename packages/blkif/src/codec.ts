@@ -10,6 +10,7 @@
  */
 import { FrontRing, BackRing, SharedRing, msgpackSlotCodec, type RingBroken, type SlotCodec } from '@pvsim/ring';
 import { type Result } from '@pvsim/abi';
+import { encodeCanonicalRequest, encodeCanonicalResponse } from './canonical.js';
 import { BLKIF_OP_DISCARD } from './constants.js';
 import type { BlkifRequestWire, BlkifResponseWire } from './schema.js';
 
@@ -69,18 +70,38 @@ export function blkifLooseCodec(): SlotCodec<unknown> {
   return msgpackSlotCodec<unknown>({ slotBytes: BLKIF_SLOT_BYTES, structures: BLKIF_STRUCTURES });
 }
 
-/** Request slots. Decoded values are the peer's, `unknown` until `validateRequest`. */
+/**
+ * Request slots. Decoded values are the peer's, `unknown` until `validateRequest`. A request of
+ * numbers is written by hand (canonical.ts: msgpackr's very bytes, without its per-message
+ * objects); anything else is projected and packed by msgpackr.
+ */
 export function blkifRequestCodec(): SlotCodec<BlkifRequestWire> {
-  return exact(msgpackSlotCodec<BlkifRequestWire>({ slotBytes: BLKIF_SLOT_BYTES, structures: BLKIF_STRUCTURES }), projectRequest);
+  const general = exact(msgpackSlotCodec<BlkifRequestWire>({ slotBytes: BLKIF_SLOT_BYTES, structures: BLKIF_STRUCTURES }), projectRequest);
+  return {
+    slotBytes: BLKIF_SLOT_BYTES,
+    encode(msg, dst) {
+      const n = encodeCanonicalRequest(msg, dst, BLKIF_SLOT_BYTES);
+      return n >= 0 ? n : general.encode(msg, dst);
+    },
+    decode: general.decode,
+  };
 }
 
-/** Response slots. */
+/** Response slots (by hand for numbers, as requests). */
 export function blkifResponseCodec(): SlotCodec<BlkifResponseWire> {
-  return exact(msgpackSlotCodec<BlkifResponseWire>({ slotBytes: BLKIF_SLOT_BYTES, structures: BLKIF_STRUCTURES }), (m) => ({
+  const general = exact(msgpackSlotCodec<BlkifResponseWire>({ slotBytes: BLKIF_SLOT_BYTES, structures: BLKIF_STRUCTURES }), (m) => ({
     id: m.id,
     operation: m.operation,
     status: m.status,
   }));
+  return {
+    slotBytes: BLKIF_SLOT_BYTES,
+    encode(msg, dst) {
+      const n = encodeCanonicalResponse(msg.id, msg.operation, msg.status, dst, BLKIF_SLOT_BYTES);
+      return n >= 0 ? n : general.encode(msg, dst);
+    },
+    decode: general.decode,
+  };
 }
 
 /**

@@ -7,6 +7,8 @@ export * from './constants.js';
 export * from './schema.js';
 export * from './codec.js';
 export * from './validate.js';
+export * from './slot.js';
+export { encodeCanonicalRequest, encodeCanonicalResponse } from './canonical.js';
 export * from './xenstore.js';
 export * from './vdev.js';
 export * from './testing.js';

@@ -11,6 +11,7 @@ import { LogCorruptError, LogOpenError } from '@pvsim/eventlog';
 // Loading a package registers its event kinds, projections and auditors for log and replay.
 import '@pvsim/hypervisor';
 import '@pvsim/xenstore';
+import '@pvsim/blkback';
 import { registerLog } from './commands/log.js';
 import { registerReplay } from './commands/replay.js';
 import { registerUp } from './commands/up.js';

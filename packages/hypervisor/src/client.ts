@@ -483,29 +483,25 @@ export class HypercallClient {
     op.handle = -1;
     op.mfn = -1;
     const rd = this.resolve(op.dom);
-    const fail = (status: number) => {
-      op.status = status;
-      this.events.emit('grant.map', { granter: rd, gref: isU32(op.ref) ? op.ref : -1, mapper: ld, handle: -1, hostGfn: op.hostGfn, mfn: -1, ro: !!(op.flags & GNTMAP_readonly), status });
-    };
-    if (!(op.flags & (GNTMAP_host_map | GNTMAP_device_map))) return fail(GNTST_bad_gntref);
-    if (!s.isActive(rd) || !s.isActive(ld)) return fail(GNTST_bad_domain);
+    if (!(op.flags & (GNTMAP_host_map | GNTMAP_device_map))) return this.mapFail(op, rd, GNTST_bad_gntref);
+    if (!s.isActive(rd) || !s.isActive(ld)) return this.mapFail(op, rd, GNTST_bad_domain);
     const readonly = (op.flags & GNTMAP_readonly) !== 0;
     s.lockPair(ld, rd);
     try {
-      if (!s.isActive(rd) || !s.isActive(ld)) return fail(GNTST_bad_domain);
+      if (!s.isActive(rd) || !s.isActive(ld)) return this.mapFail(op, rd, GNTST_bad_domain);
       // Maptrack, pin counts and map counters are guarded by the domain locks: plain accesses.
       // What the lock-free memory gate reads (p2m, p2m handle and generation, maptrack flags)
       // stays atomic, and the p2m entry is written last.
       const top = s.domains[s.dw(ld, D_MT_TOP)]!;
       // Xen ≥ 4.16 (before: GNTST_no_device_space, which Linux still names in its warning).
-      if (top === 0) return fail(GNTST_no_space);
-      if (!isU32(op.ref) || op.ref >= this.ge) return fail(GNTST_bad_gntref);
+      if (top === 0) return this.mapFail(op, rd, GNTST_no_space);
+      if (!isU32(op.ref) || op.ref >= this.ge) return this.mapFail(op, rd, GNTST_bad_gntref);
       const a = (rd * this.ge + op.ref) * A_WORDS;
       const gw = (rd * this.ge + op.ref) * 2;
       const pin = s.active[a + A_PIN]!;
-      if (pin !== 0 && s.active[a + A_DOMID] !== ld) return fail(GNTST_general_error);
+      if (pin !== 0 && s.active[a + A_DOMID] !== ld) return this.mapFail(op, rd, GNTST_general_error);
       // GNTPIN_incr2oflow: refuse once the counter being raised has bit 7 set (128 pins).
-      if ((pin >> (readonly ? 8 : 0)) & 0x80) return fail(GNTST_general_error);
+      if ((pin >> (readonly ? 8 : 0)) & 0x80) return this.mapFail(op, rd, GNTST_general_error);
       let setFlags = 0;
       if (pin === 0 || (!readonly && !(pin & GNTPIN_hstw_mask))) {
         // _set_status_v1: check and pin the shared entry with a bounded cmpxchg loop (the
@@ -514,14 +510,14 @@ export class HypercallClient {
         for (;;) {
           const w0 = Atomics.load(s.grant, gw);
           const flags = w0 & 0xffff;
-          if ((flags & (GTF_type_mask | GTF_sub_page)) !== GTF_permit_access || w0 >>> 16 !== ld) return fail(GNTST_general_error);
-          if (!readonly && flags & GTF_readonly) return fail(GNTST_general_error);
+          if ((flags & (GTF_type_mask | GTF_sub_page)) !== GTF_permit_access || w0 >>> 16 !== ld) return this.mapFail(op, rd, GNTST_general_error);
+          if (!readonly && flags & GTF_readonly) return this.mapFail(op, rd, GNTST_general_error);
           const nw = (w0 | GTF_reading | (readonly ? 0 : GTF_writing)) >>> 0;
           if (Atomics.compareExchange(s.grant, gw, w0, nw) === w0) {
             setFlags = (nw & ~w0) & (GTF_reading | GTF_writing);
             break;
           }
-          if (retries++ === 4) return fail(GNTST_general_error);
+          if (retries++ === 4) return this.mapFail(op, rd, GNTST_general_error);
         }
         if (pin === 0) {
           const gfn = Atomics.load(s.grant, gw + 1);
@@ -529,7 +525,7 @@ export class HypercallClient {
           const e = gi < 0 ? P2M_INVALID : Atomics.load(s.p2m, gi);
           if (e === P2M_INVALID || e & P2M_FOREIGN) {
             this.clearGrantFlags(gw, setFlags);
-            return fail(GNTST_bad_page);
+            return this.mapFail(op, rd, GNTST_bad_page);
           }
           s.active[a + A_DOMID] = ld;
           s.active[a + A_MFN] = e;
@@ -540,7 +536,7 @@ export class HypercallClient {
       const hostIdx = s.p2mIndex(ld, op.hostGfn);
       if (hostIdx < 0 || Atomics.load(s.p2m, hostIdx) !== P2M_INVALID) {
         if (setFlags) this.clearGrantFlags(gw, setFlags);
-        return fail(GNTST_general_error);
+        return this.mapFail(op, rd, GNTST_general_error);
       }
       const mfn = s.active[a + A_MFN]!;
       s.active[a + A_PIN] = pin + (readonly ? GNTPIN_hstr_inc : GNTPIN_hstw_inc);
@@ -567,6 +563,12 @@ export class HypercallClient {
     } finally {
       s.unlockPair(ld, rd);
     }
+  }
+
+  /** A refused map op: its status, and the `grant.map` event that records the refusal. */
+  private mapFail(op: GnttabMapGrantRef, rd: number, status: number): void {
+    op.status = status;
+    this.events.emit('grant.map', { granter: rd, gref: isU32(op.ref) ? op.ref : -1, mapper: this.domid, handle: -1, hostGfn: op.hostGfn, mfn: -1, ro: !!(op.flags & GNTMAP_readonly), status });
   }
 
   private clearGrantFlags(gw: number, bits: number): void {
@@ -597,17 +599,11 @@ export class HypercallClient {
     const s = this.s;
     const replace = replaceWith !== null;
     const newGfn = replaceWith ?? -1;
-    const emitFail = (status: number, granter = -1, gref = -1) => {
-      const base = { granter, gref, mapper: ld, handle: isU32(handle) ? handle : -1, hostGfn: hostGfn ?? -1, status };
-      if (replace) this.events.emit('grant.unmap_replace', { ...base, newGfn, newMfn: -1 });
-      else this.events.emit('grant.unmap', base);
-      return status;
-    };
-    if (!isU32(handle) || handle >= this.mte) return emitFail(GNTST_bad_handle);
+    if (!isU32(handle) || handle >= this.mte) return this.unmapFail(ld, handle, hostGfn, replaceWith, GNTST_bad_handle);
     const m = (ld * this.mte + handle) * MT_WORDS;
     // Find the granter without a lock, then lock both and look again.
     const rd0 = Atomics.load(s.maptrack, m + MT_GRANTER);
-    if (!(Atomics.load(s.maptrack, m + MT_FLAGS) & MT_INUSE)) return emitFail(GNTST_bad_handle);
+    if (!(Atomics.load(s.maptrack, m + MT_FLAGS) & MT_INUSE)) return this.unmapFail(ld, handle, hostGfn, replaceWith, GNTST_bad_handle);
     s.lockPair(ld, rd0);
     let releaseZombie = -1;
     try {
@@ -615,15 +611,15 @@ export class HypercallClient {
       const rd = s.maptrack[m + MT_GRANTER]!;
       const ref = s.maptrack[m + MT_REF]!;
       const host = s.maptrack[m + MT_HOST_GFN]!;
-      if (!(flags & MT_INUSE) || rd !== rd0) return emitFail(GNTST_bad_handle);
-      if (hostGfn !== undefined && hostGfn !== host) return emitFail(GNTST_general_error, rd, ref);
+      if (!(flags & MT_INUSE) || rd !== rd0) return this.unmapFail(ld, handle, hostGfn, replaceWith, GNTST_bad_handle);
+      if (hostGfn !== undefined && hostGfn !== host) return this.unmapFail(ld, handle, hostGfn, replaceWith, GNTST_general_error, rd, ref);
       const hostIdx = s.p2mIndex(ld, host);
       let newMfn = -1;
       let newIdx = -1;
       if (replace) {
         newIdx = s.p2mIndex(ld, newGfn);
         const ne = newIdx < 0 ? P2M_INVALID : s.p2m[newIdx]!;
-        if (newIdx === hostIdx || ne === P2M_INVALID || ne & P2M_FOREIGN) return emitFail(GNTST_general_error, rd, ref);
+        if (newIdx === hostIdx || ne === P2M_INVALID || ne & P2M_FOREIGN) return this.unmapFail(ld, handle, hostGfn, replaceWith, GNTST_general_error, rd, ref);
         newMfn = ne;
       }
       const readonly = (flags & GNTMAP_readonly) !== 0;
@@ -662,6 +658,14 @@ export class HypercallClient {
       s.unlockPair(ld, rd0);
       if (releaseZombie >= 0) this.freeZombieFrame(rd0, releaseZombie);
     }
+  }
+
+  /** A refused unmap op: the `grant.unmap` (or `grant.unmap_replace`) event recording it; returns the status. */
+  private unmapFail(ld: number, handle: number, hostGfn: number | undefined, replaceWith: number | null, status: number, granter = -1, gref = -1): number {
+    const base = { granter, gref, mapper: ld, handle: isU32(handle) ? handle : -1, hostGfn: hostGfn ?? -1, status };
+    if (replaceWith !== null) this.events.emit('grant.unmap_replace', { ...base, newGfn: replaceWith, newMfn: -1 });
+    else this.events.emit('grant.unmap', base);
+    return status;
   }
 
   private freeZombieFrame(dom: number, mfn: number): void {
@@ -830,19 +834,13 @@ export class HypercallClient {
     const s = this.s;
     const dom = this.domid;
     const i = s.p2mIndex(dom, gfn);
-    const fault = (reason: string, granter = -1, gref = -1) => {
-      this.events.emit('mem.fault', { dom, gfn, write, reason, granter, gref });
-      return -1;
-    };
-    if (i < 0) return fault('gfn outside the domain');
-    if (!isU32(offset) || !isU32(len) || offset + len > XEN_PAGE_SIZE) return fault(`access [${offset}, ${offset + len}) crosses the page`);
+    if (i < 0) return this.fault(gfn, write, 'gfn outside the domain');
+    if (!isU32(offset) || !isU32(len) || offset + len > XEN_PAGE_SIZE) return this.fault(gfn, write, `access [${offset}, ${offset + len}) crosses the page`);
     const e = Atomics.load(s.p2m, i);
-    const lastGranter = s.p2mLast[i * 2]!;
-    const lastRef = s.p2mLast[i * 2 + 1]!;
     if (stamp && Atomics.load(s.p2mGen, i) !== stamp.gen) {
-      if (e === P2M_INVALID) return fault(`the grant mapping d${stamp.granter}/gref ${stamp.gref} was unmapped`, stamp.granter, stamp.gref);
+      if (e === P2M_INVALID) return this.fault(gfn, write, `the grant mapping d${stamp.granter}/gref ${stamp.gref} was unmapped`, stamp.granter, stamp.gref);
       const mfn = e & P2M_MFN_MASK;
-      if (write) return fault(`write through the grant mapping d${stamp.granter}/gref ${stamp.gref}, which is gone`, stamp.granter, stamp.gref);
+      if (write) return this.fault(gfn, write, `write through the grant mapping d${stamp.granter}/gref ${stamp.gref}, which is gone`, stamp.granter, stamp.gref);
       this.events.emit('mem.leak', {
         dom,
         gfn,
@@ -854,21 +852,35 @@ export class HypercallClient {
       });
       return mfn;
     }
-    if (e === P2M_INVALID) return fault(lastGranter >= 0 ? `no frame at gfn (last: grant d${lastGranter}/gref ${lastRef}, unmapped)` : 'no frame at gfn', lastGranter, lastRef);
+    if (e === P2M_INVALID) {
+      const lastGranter = s.p2mLast[i * 2]!;
+      const lastRef = s.p2mLast[i * 2 + 1]!;
+      return this.fault(gfn, write, lastGranter >= 0 ? `no frame at gfn (last: grant d${lastGranter}/gref ${lastRef}, unmapped)` : 'no frame at gfn', lastGranter, lastRef);
+    }
     const mfn = e & P2M_MFN_MASK;
     if (e & P2M_FOREIGN) {
       const h = Atomics.load(s.p2mHandle, i);
       const mflags = h >= 0 ? Atomics.load(s.maptrack, (dom * this.mte + h) * MT_WORDS + MT_FLAGS) : 0;
-      if (!(mflags & MT_INUSE)) return fault('foreign entry without a live mapping', lastGranter, lastRef);
-      if (write && mflags & GNTMAP_readonly) return fault(`write to a read-only mapping of d${lastGranter}/gref ${lastRef}`, lastGranter, lastRef);
+      if (!(mflags & MT_INUSE) || (write && mflags & GNTMAP_readonly)) {
+        const lastGranter = s.p2mLast[i * 2]!;
+        const lastRef = s.p2mLast[i * 2 + 1]!;
+        if (!(mflags & MT_INUSE)) return this.fault(gfn, write, 'foreign entry without a live mapping', lastGranter, lastRef);
+        return this.fault(gfn, write, `write to a read-only mapping of d${lastGranter}/gref ${lastRef}`, lastGranter, lastRef);
+      }
       return mfn;
     }
     const owner = Atomics.load(s.frameOwner, mfn);
     if (owner !== dom) {
-      if (write) return fault(`write to mfn ${mfn}, owned by d${owner}`);
+      if (write) return this.fault(gfn, write, `write to mfn ${mfn}, owned by d${owner}`);
       this.events.emit('mem.leak', { dom, gfn, mfn, owner, granter: -1, gref: -1, reason: `read of mfn ${mfn}, owned by d${owner}, with no grant mapping` });
     }
     return mfn;
+  }
+
+  /** Record a refused access (`mem.fault`); the gate's -1. */
+  private fault(gfn: number, write: boolean, reason: string, granter = -1, gref = -1): number {
+    this.events.emit('mem.fault', { dom: this.domid, gfn, write, reason, granter, gref });
+    return -1;
   }
 
   // ───────────────────────────── event channels ─────────────────────────────

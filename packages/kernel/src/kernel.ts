@@ -50,7 +50,7 @@ export interface GntabUnmapQueueData<T = unknown> {
   data: T;
   /** Retries so far (set to 0 by `gnttab_unmap_refs_async`). */
   age?: number;
-  /** `gnttab_work`: set up by `gnttab_unmap_refs_async`. */
+  /** `gnttab_work`: set up by `gnttab_unmap_refs_async` once an attempt finds a page busy. */
   work?: DelayedWork;
 }
 
@@ -96,7 +96,7 @@ export class Kernel {
 
   private release(page: Page): void {
     const prev = Atomics.compareExchange(this.pages.words, page.word(PAGE_W_COUNT), 1, 0);
-    assert(prev === 1, `freeing gfn ${page.gfn} of d${this.domid} with count ${prev}: a bug (still referenced, or freed twice)`);
+    if (prev !== 1) assert(false, `freeing gfn ${page.gfn} of d${this.domid} with count ${prev}: a bug (still referenced, or freed twice)`);
   }
 
   /** `alloc_page`: a free page of the domain's own memory (count 1), or null. */
@@ -191,8 +191,11 @@ export class Kernel {
    */
   gnttab_map_refs(mapOps: GnttabMapGrantRef[], pages: Page[]): number {
     const count = mapOps.length;
-    assert(count === pages.length && count <= GNTTAB_BATCH_PAGES_MAX, `gnttab_map_refs: ${count} ops for ${pages.length} pages (max ${GNTTAB_BATCH_PAGES_MAX}): a bug`);
-    for (let i = 0; i < count; i++) assert(mapOps[i]!.hostGfn === pages[i]!.gfn, `gnttab_map_refs: op ${i} maps at gfn ${mapOps[i]!.hostGfn}, its page is gfn ${pages[i]!.gfn}: a bug`);
+    // Assertion messages are built only on failure: this runs for every request.
+    if (!(count === pages.length && count <= GNTTAB_BATCH_PAGES_MAX)) assert(false, `gnttab_map_refs: ${count} ops for ${pages.length} pages (max ${GNTTAB_BATCH_PAGES_MAX}): a bug`);
+    for (let i = 0; i < count; i++) {
+      if (mapOps[i]!.hostGfn !== pages[i]!.gfn) assert(false, `gnttab_map_refs: op ${i} maps at gfn ${mapOps[i]!.hostGfn}, its page is gfn ${pages[i]!.gfn}: a bug`);
+    }
     const rc = this.client.mapGrantRef(mapOps);
     if (rc !== 0) return rc;
     for (let i = 0; i < count; i++) {
@@ -210,7 +213,9 @@ export class Kernel {
    * (its frame is still mapped here, and the flag must say so), and the result is then -EINVAL.
    */
   gnttab_unmap_refs(unmapOps: GnttabUnmapGrantRef[], pages: Page[], count = unmapOps.length): number {
-    assert(count <= unmapOps.length && count <= pages.length && count <= GNTTAB_BATCH_PAGES_MAX, `gnttab_unmap_refs: count ${count} for ${unmapOps.length} ops and ${pages.length} pages: a bug`);
+    if (!(count <= unmapOps.length && count <= pages.length && count <= GNTTAB_BATCH_PAGES_MAX)) {
+      assert(false, `gnttab_unmap_refs: count ${count} for ${unmapOps.length} ops and ${pages.length} pages: a bug`);
+    }
     const ops = count === unmapOps.length ? unmapOps : unmapOps.slice(0, count);
     const rc = this.client.unmapGrantRef(ops);
     if (rc !== 0) return rc;
@@ -224,7 +229,7 @@ export class Kernel {
       ClearPageForeign(page);
       // clear_foreign_p2m_mapping: the entry must no longer be foreign.
       const e = this.client.p2mEntry(page.gfn);
-      assert(e === P2M_INVALID || !(e & P2M_FOREIGN), `gfn ${page.gfn} still foreign after a successful unmap: a hypervisor bug`);
+      if (!(e === P2M_INVALID || !(e & P2M_FOREIGN))) assert(false, `gfn ${page.gfn} still foreign after a successful unmap: a hypervisor bug`);
     }
     return ret;
   }
@@ -237,14 +242,19 @@ export class Kernel {
    */
   gnttab_unmap_refs_async<T>(item: GntabUnmapQueueData<T>): void {
     assert(!item.work?.pending, 'gnttab_unmap_refs_async: item resubmitted while its unmap is pending: a bug in the caller');
-    assert(item.count <= item.pages.length && item.count <= item.unmapOps.length, `gnttab_unmap_refs_async: count ${item.count} exceeds its ops or pages: a bug`);
-    item.work = new DelayedWork(this.clock, () => {
+    if (!(item.count <= item.pages.length && item.count <= item.unmapOps.length)) assert(false, `gnttab_unmap_refs_async: count ${item.count} exceeds its ops or pages: a bug`);
+    item.work = undefined;
+    item.age = 0;
+    this.unmapAsyncAttempt(item);
+  }
+
+  /** `gnttab_work`, made when the first attempt found a page busy (most unmaps never need it). */
+  private retryWork<T>(item: GntabUnmapQueueData<T>): DelayedWork {
+    return (item.work ??= new DelayedWork(this.clock, () => {
       this.deferred--;
       if (item.age! !== GNTTAB_UNMAP_AGE_MAX) item.age!++;
       this.unmapAsyncAttempt(item);
-    });
-    item.age = 0;
-    this.unmapAsyncAttempt(item);
+    }));
   }
 
   private unmapAsyncAttempt<T>(item: GntabUnmapQueueData<T>): void {
@@ -256,7 +266,7 @@ export class Kernel {
       const delayMs = GNTTAB_UNMAP_REFS_DELAY * (age + 1);
       this.events.emit('grant.unmap.deferred', { age, delayMs, busyPages, count: item.count, firstGfn }, this.domid);
       this.deferred++;
-      item.work!.schedule(delayMs);
+      this.retryWork(item).schedule(delayMs);
       return;
     }
     let result: number;

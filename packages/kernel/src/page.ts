@@ -89,7 +89,7 @@ export class PageTable {
 
   /** `pfn_to_page`: the page of `gfn` (one object per gfn per thread). */
   pfn_to_page(gfn: number): Page {
-    assert(Number.isInteger(gfn) && gfn >= 0 && gfn < this.gfns, `gfn ${gfn} outside d${this.domid}'s ${this.gfns} pages: a bug in the caller`);
+    if (!(Number.isInteger(gfn) && gfn >= 0 && gfn < this.gfns)) assert(false, `gfn ${gfn} outside d${this.domid}'s ${this.gfns} pages: a bug in the caller`);
     let p = this.pages[gfn];
     if (!p) this.pages[gfn] = p = new Page(this, gfn);
     return p;
@@ -115,7 +115,7 @@ export class Page {
   /** A page reference for the memory gate: remembers the mapping now at this gfn. */
   stamp(): MappingStamp {
     const s = this.table.client.stamp(this.gfn);
-    assert(s, `gfn ${this.gfn} has no p2m slot: a bug in the page table`);
+    if (!s) assert(false, `gfn ${this.gfn} has no p2m slot: a bug in the page table`);
     return s;
   }
 }
@@ -129,7 +129,7 @@ export function page_count(page: Page): number {
 /** Take a reference. Emits `page.get` when the page is foreign. */
 export function get_page(page: Page): number {
   const count = Atomics.add(words(page), page.word(PAGE_W_COUNT), 1) + 1;
-  assert(count > 1, `get_page on free page gfn ${page.gfn} of d${page.table.domid}: a bug (take pages from the allocator first)`);
+  if (count <= 1) assert(false, `get_page on free page gfn ${page.gfn} of d${page.table.domid}: a bug (take pages from the allocator first)`);
   const f = xen_page_foreign(page);
   if (f) page.table.events.emit('page.get', { gfn: page.gfn, domid: f.domid, gref: f.gref, count }, page.table.domid);
   return count;
@@ -173,7 +173,7 @@ export function PageForeign(page: Page): boolean {
 
 /** Mark the page as mapping `gref` of `domid`: `private` first, then the flag (see the header). */
 export function SetPageForeign(page: Page, domid: number, gref: number): void {
-  assert(Number.isInteger(domid) && domid >= 0 && domid <= 0xffff && isU32(gref), `foreign page info d${domid}/gref ${gref} out of range: a bug`);
+  if (!(Number.isInteger(domid) && domid >= 0 && domid <= 0xffff && isU32(gref))) assert(false, `foreign page info d${domid}/gref ${gref} out of range: a bug`);
   const a = words(page);
   Atomics.store(a, page.word(PAGE_W_PRIV_DOMID), domid);
   Atomics.store(a, page.word(PAGE_W_PRIV_GREF), gref | 0);

@@ -24,7 +24,8 @@ export class GnttabPageCache {
   /** `gnttab_page_cache_get` for `n` pages: cached ones first (most recently put first), the rest from `gnttab_alloc_pages`. -ENOMEM leaves the cache as it was. */
   get(n: number): Page[] | number {
     const fromCache = Math.min(n, this.pages.length);
-    const out = this.pages.splice(this.pages.length - fromCache, fromCache).reverse();
+    const out = new Array<Page>(fromCache);
+    for (let i = 0; i < fromCache; i++) out[i] = this.pages.pop()!;
     if (out.length < n) {
       const more = this.kernel.gnttab_alloc_pages(n - out.length);
       if (typeof more === 'number') {
@@ -39,10 +40,10 @@ export class GnttabPageCache {
   /** `gnttab_page_cache_put`: unmapped pages with no other references come back here. */
   put(pages: Page[]): void {
     for (const p of pages) {
-      assert(!PageForeign(p), `page cache: gfn ${p.gfn} put back while it maps a foreign page: a bug (unmap first)`);
-      assert(page_count(p) === 1, `page cache: gfn ${p.gfn} put back with count ${page_count(p)}: a bug (still referenced)`);
+      if (PageForeign(p)) assert(false, `page cache: gfn ${p.gfn} put back while it maps a foreign page: a bug (unmap first)`);
+      if (page_count(p) !== 1) assert(false, `page cache: gfn ${p.gfn} put back with count ${page_count(p)}: a bug (still referenced)`);
     }
-    this.pages.push(...pages);
+    for (let i = 0; i < pages.length; i++) this.pages.push(pages[i]!);
   }
 
   /** `gnttab_page_cache_shrink`: give pages beyond `keep` back to the balloon. */
