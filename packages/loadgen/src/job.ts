@@ -353,7 +353,6 @@ export async function runJob(target: BlockTarget, job: BlockJob, opts: RunJobOpt
         else reads++;
         if (ts >= tStart) {
           const ns = Math.max(1, Math.round((te - ts) * 1e6));
-          all.recordValue(ns);
           (isWrite ? wr : rd).recordValue(ns);
           bucket.recordValue(ns);
         }
@@ -414,6 +413,9 @@ export async function runJob(target: BlockTarget, job: BlockJob, opts: RunJobOpt
   }
   const windowMs = tStart === Number.POSITIVE_INFINITY ? 0 : Math.max(0, tLast - tStart);
   if (windowMs > 0) closeBuckets(tStart + Math.min(windowMs, job.runtimeMs));
+  // The whole window: reads and writes together (recorded once per I/O, merged here).
+  all.add(rd);
+  all.add(wr);
   const bytes = ios * job.bs;
   const result: JobResult = {
     job,
