@@ -32,9 +32,16 @@ const r1 = (x: number) => (Number.isFinite(x) ? Math.round(x * 10) / 10 : null);
  * a few % of setup). Static text: re-profile when the layers change.
  */
 const PROFILE_LINES = [
-  'Profile (--cpu-prof, async, 4 s window, self time as % of the main thread; 66k IOPS log off, 43k log on on this machine): the thread is never idle (idle ≈ 2%), nothing waits on anything: the bound is CPU per I/O on ONE thread, spread over every layer, no single hot spot.',
-  'Log off: blkfront 21% (queueRequest; read() allocates a zeroed 4 KiB result, write() slice()s a copy; kick/interrupt/complete), blkif validation 12% (validateRequest/parseResponse: keyProblem + own = Reflect.ownKeys and getOwnPropertyDescriptor per field of every slot), blkback device 10% (runRw/io/doBlockIoOp), MemoryDisk 8% (4 KiB slice/set at random offsets of 128 MiB, and checkRange()/assert() building their message template on every call), hypervisor client 10% (memory-gate read/write with stamps, map/unmap), GC 7.5%, msgpackr 5% (blkif ring slots are msgpack-encoded/decoded), kernel ~3% (gnttab_unmap_refs_async, page cache), this harness ~9% (PRNG, fillBlock, the evtchn routing Proxy, hdr).',
-  'Log on: EventWriter.emit 15% inclusive for ~9.3 events per I/O (~0.4 µs each); the rest of the on − off gap is the sink thread on the other core (2 cores, shared) and cache pressure: every layer gets slower, idle stays ≈ 2%.',
+  'Profile, one thread (--cpu-prof, async; self time; ~173k IOPS log off, ~108k log on here): the thread is never idle; ~5.5 µs of CPU per I/O log off (of which the bench harness ~1.3 µs), ~9.3 µs log on. Log off: hypervisor 25% (mostly the 4 KiB copies through the memory gate: data into the guest page, the page before a read, disk into page), harness 23% (fillBlock, the in-process evtchn routing), blkback 13%, blkfront 13%, blkif 8% (canonical slot fast path), kernel 3%, ring 2.5%, GC 3%. Log on: the event log ~21% (emit 11%, compiled writers 5.5%, clock 2%, ring 3%) for ~9 events per I/O, all state changes.',
+];
+
+/**
+ * What bounds the threaded mode, from `node --cpu-prof` of a `launch()` + loadgen run (every
+ * thread profiled; async, log on vs off; static text: re-measure when the layers change).
+ */
+const THREAD_PROFILE_LINES = [
+  "Threads, what bounds it (profiles of every thread, async): log off ~150k IOPS with dom0's blkback thread ~40% idle and the guest's ~40% idle: the two stages hand batches to each other through event channels, and a notification of a sleeping thread costs its sender ~10–30 µs (Atomics.notify of an Atomics.waitAsync waiter: a task posted to the other isolate, uv_async_send, a futex wake) and the receiver its wake-up (p50 ~40 µs, p90 0.2–0.4 ms on this shared 2-vCPU machine). Hypervisor locks are not contended (measured: no contended acquisition in ~750k).",
+  "Log on (~60–75k IOPS, ~0.45× of off): the sink is a third busy thread on 2 cores (~18% of a core at ~600k events/s), and the log's slots (128 B a record, ~9 records per I/O) stream through the caches the I/O path uses: per I/O, dom0's thread spends ~2 µs in emit, its 4 KiB disk copies get ~2× slower (cache pressure), and its event-channel kicks ~4× dearer (the other core is busy more often, so more wake-ups find a sleeping thread). The sink's poll and flush intervals make no difference (5–50 ms, 20–100 ms measured). The 100k-with-log-on target is met in one thread (no wake-ups, no third thread); on 2 cores the threaded mode is bound by cross-thread notification and the sink sharing the cores.",
 ];
 
 export const blkBenchmark: Benchmark = {
@@ -51,7 +58,7 @@ export const blkBenchmark: Benchmark = {
     policies: { description: 'bit mask of policies: 1 sync, 2 replace, 4 async', default: 7, min: 1, max: 7, integer: true },
     fullCheckEvery: { description: 'full 4 KiB check of every n-th read (others: 3 words)', default: 8, min: 1, integer: true },
     seed: { description: 'PRNG seed of the workload', default: 1, integer: true },
-    threads: { description: "1: the launcher's threads (guest, dom0 blkback, sink, …) as pvsim up runs them; 0: blkfront + blkback + hypervisor in one thread", default: 1, min: 0, max: 1, integer: true },
+    threads: { description: "1: the launcher's threads (guest, dom0 blkback, sink, …) as pvsim up runs them; 0: blkfront + blkback + hypervisor in one thread; 2: both, side by side", default: 2, min: 0, max: 2, integer: true },
     ringOrder: { description: 'threads=1: blkback max-ring-page-order (the ring has 32·2^order slots; qd above 32 needs order ≥ 1)', default: 0, min: 0, max: 4, integer: true },
     batchMax: {
       description: 'blkback requests per ring pass (default 64 > the 32-slot ring: with batchMax = qd = 32 the device stalls, see the notes)',
@@ -63,7 +70,27 @@ export const blkBenchmark: Benchmark = {
   },
 
   async run(ctx: BenchContext): Promise<BenchReport> {
-    const o = ctx.options as {
+    const o = ctx.options as unknown as Opts;
+    // Both modes by default: the launcher's threads (as pvsim up runs) and one thread.
+    const modes = o.threads === 2 ? [true, false] : [o.threads === 1];
+    const parts: BenchReport[] = [];
+    for (const threaded of modes) {
+      ctx.progress(`── mode: ${threaded ? "the launcher's threads" : 'one thread'} ──`);
+      parts.push(await runMode(ctx, o, threaded));
+    }
+    if (parts.length === 1) return parts[0]!;
+    return {
+      name: 'blk',
+      title: `blkfront → blkback, 4 KiB random I/O at queue depth ${o.qd}: IOPS and latency per unmap policy, log on vs off — on the launcher's threads and in one thread`,
+      tables: parts.flatMap((p, i) => p.tables.map((t) => ({ ...t, title: `[${modes[i] ? 'threads' : 'one thread'}] ${t.title}` }))),
+      targets: parts.flatMap((p) => p.targets),
+      notes: [...new Set(parts.flatMap((p) => p.notes))],
+      data: { threads: parts[0]!.data, oneThread: parts[1]!.data },
+    };
+  },
+};
+
+interface Opts {
       qd: number;
       writePct: number;
       diskMiB: number;
@@ -77,8 +104,9 @@ export const blkBenchmark: Benchmark = {
       batchMax: number;
       threads: number;
       ringOrder: number;
-    };
-    const threaded = o.threads === 1;
+}
+
+async function runMode(ctx: BenchContext, o: Opts, threaded: boolean): Promise<BenchReport> {
     if (!threaded && o.qd > 32) throw new RangeError('threads=0 uses a one-page ring: qd ≤ 32');
     if (threaded && o.qd > 32 << o.ringOrder) throw new RangeError(`qd ${o.qd} needs a ring of at least that many slots: -o ringOrder=${Math.ceil(Math.log2(o.qd / 32))}`);
     const runOne = (v: Parameters<typeof runVariant>[0], prm: RunParams, round: number): Promise<VariantResult | ThreadVariantResult> =>
@@ -209,7 +237,7 @@ export const blkBenchmark: Benchmark = {
       const l: LogMode = logs.includes('on') ? 'on' : 'off';
       target(`async IOPS ≥ 100k (log ${l}, median of rounds, ${threaded ? 'threads' : 'one thread'})`, sm(of('async', l).map((r) => r.iops))!.median, '>=', IOPS_TARGET);
     }
-    target('verification problems (data, disk, mem.fault/leak under async, mappings left, log accounting)', problems.length, '<=', 0);
+    target(`verification problems, ${threaded ? 'threads' : 'one thread'} (data, disk, mem.fault/leak under async, mappings left, log accounting)`, problems.length, '<=', 0);
 
     const ringSlots = ringEntries(o.logOrder, LOG_SLOT_BYTES);
     // What bounds it, from the measurements: the busiest thread under async (median busy share).
@@ -225,18 +253,19 @@ export const blkBenchmark: Benchmark = {
           `Load (a @pvsim/loadgen job in the guest's thread, as fio in a guest): ${o.qd} I/O loops, each submits one 4 KiB I/O (${o.writePct}% writes) at a random 4 KiB-aligned block not in flight, awaits it, repeats; ramp ${params.warmMs} ms, window ${params.measureMs} ms; IOPS = completions in the window / its length; latency = submit → completion of I/Os started and completed in it (HdrHistogram, 3 digits). Then every written block is read back and checked in full.`,
           policies.includes('async') ? `What bounds it (median busy share of each thread's event loop during the job, async): ${logs.map(busiest).join(' | ')}. A thread near 100% is the bottleneck; with 2 cores, the sum of busy shares cannot exceed ~200%, and the log's sink competes with the guest and dom0 for them.` : '',
           `Verification: every read checks 3 words of the pattern of the last write to its block (every ${o.fullCheckEvery}th: all of it); after the window, every written block is read back through blkfront and checked in full; log on: mem.fault / mem.leak counted from the log (none allowed under async), no log.gap; shutdown must be clean (devices Closed, no grant left mapped, the snapshot written).`,
+          ...THREAD_PROFILE_LINES,
         ].filter((x) => x !== '')
       : [];
     const notes = [
       ...threadNotes,
-      ...(threaded ? [] : [`ONE thread: blkfront (guest), blkback + dom0's kernel, the hypervisor and XenStore all run on the main thread; event channels are routed in-process (evtchnSend → queueMicrotask(other side's interrupt()/kick())). Separate guest/dom0 threads come with the launcher. Only the log sink (log on) runs in another thread.`,
+      ...(threaded ? [] : [`ONE thread: blkfront (guest), blkback + dom0's kernel, the hypervisor and XenStore all run on the main thread; event channels are routed in-process (evtchnSend → queueMicrotask(other side's interrupt()/kick())); only the log sink (log on) runs in another thread. For profiling the per-I/O CPU cost without cross-thread effects; pvsim up runs the threaded mode.`,
       `${rounds} rounds × ${policies.length * logs.length} variants (${policies.join(', ')} × log ${logs.join('/')}), order rotated per round; each (round, variant) builds a fresh world: Hypervisor, dom0 + one guest, Kernel, in-process XenStore, both xenbus handshakes, a ${o.diskMiB} MiB MemoryDisk, blkfront with a one-page ring and ${Math.max(64, o.qd * 2)} data pages.`,
       `Load: ${o.qd} I/O loops, each submits one 4 KiB I/O (${o.writePct}% writes, the rest reads) at a uniformly random 4 KiB-aligned block not in flight, awaits it, repeats. One untimed run (async/off) warms the process up first. Per variant: warm-up ${params.warmMs} ms, then a ${params.measureMs} ms window: IOPS = completions in the window / its length; latency = submit → promise resolution of I/Os started and completed in it (hdr-histogram, 3 digits).`,
       `blkback batchMax ${o.batchMax} (its default is BLKBACK_BATCH_MAX = 32). With 32: a lost wakeup. When a pass takes exactly batchMax requests and the ring is then empty, doBlockIoOp() checks only unconsumedRequests() (0) and never runs RING_FINAL_CHECK_FOR_REQUESTS, so req_event is not re-armed; blkfront's next pushRequestsAndCheckNotify() sees no need to notify and the device stalls with 32 requests on the ring (seen here at qd 32: submitted 64, completed 32, notifies 1). Fix in packages/blkback/src/device.ts: on n === batchMax with nothing left, still call finalCheckForRequests().`,
       `Clock: real time, but Clock.setTimer(0) is setImmediate (RealClock uses setTimeout(0), ≥ 1 ms: blkback's rescheduled ring passes would bound the rate, not the work).`,
       `Log on: startSinkWorker (defaults), one EventWriter (order ${o.logOrder} = ${ringSlots} slots of ${LOG_SLOT_BYTES} B) for dom0 (toolstack, dom0 client, kernel, blkback, its XenStore client) and one for the guest (guest client, blkfront, its XenStore client). Log off: nullEmitter(). Both wrapped by a counter (events per I/O, mem.fault, mem.leak).`,
       `Verification: every read checks 3 words of the pattern of the last write to its block (every ${o.fullCheckEvery}th: all 4 KiB); afterwards 256 random blocks fully and every written block (3 words) are checked against the disk; no mem.fault / mem.leak under async; after close, no grant mapping held by dom0, nothing in flight, no data-page grant deferred (the ring page's end of access may still be waiting for blkfront's 1 s retry); log on: every event on disk or counted as dropped.`,
-      `What bounds it: one thread runs guest, dom0 and hypervisor, so IOPS ≈ 1 / (CPU per I/O): async ${fmtUs(cpuUs('async', 'off'))} µs per I/O log off, ${fmtUs(cpuUs('async', 'on'))} µs log on (medians); 100k IOPS needs ≤ 10 µs. Splitting blkfront and blkback over two threads (the launcher) can at best about halve the per-thread cost (and adds cross-thread notification); the rest has to come off the per-I/O path (validation by property descriptors, eager assert messages, per-I/O buffers and objects, msgpack ring slots, ~9 events per I/O).`,
+      `What bounds it: one thread runs guest, dom0 and hypervisor, so IOPS ≈ 1 / (CPU per I/O): async ${fmtUs(cpuUs('async', 'off'))} µs per I/O log off, ${fmtUs(cpuUs('async', 'on'))} µs log on (medians); 100k IOPS needs ≤ 10 µs.`,
       ...PROFILE_LINES]),
       `Machine: ${availableParallelism()} cores, shared and noisy (logs in ${tmpdir()}): compare ratios more than absolute values.`,
       ...problems.slice(0, 20).map((p) => `PROBLEM: ${p}`),
@@ -285,5 +314,4 @@ export const blkBenchmark: Benchmark = {
         durationMs: Math.round(performance.now() - t0),
       },
     };
-  },
-};
+}

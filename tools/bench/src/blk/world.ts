@@ -7,7 +7,7 @@
 import { BlkbackDevice, MemoryDisk, kernelRingMapper, runBlkbackXenbus } from '@pvsim/blkback';
 import { Blkfront } from '@pvsim/blkfront';
 import type { EventEmitter, EventKind, EventPayloads } from '@pvsim/eventlog';
-import { Hypervisor, P2M_MFN_MASK, createHypervisorSpec } from '@pvsim/hypervisor';
+import { Hypervisor, createHypervisorSpec } from '@pvsim/hypervisor';
 import { Kernel, createPageTableSpec } from '@pvsim/kernel';
 import { RealClock, type Clock, type TimerHandle } from '@pvsim/runtime';
 import { LocalXsClient, XenStore, xenbusAddDevice } from '@pvsim/xenstore';
@@ -122,7 +122,7 @@ export async function buildWorld(o: WorldOptions): Promise<World> {
       disk,
       policy: o.policy,
       batchMax: o.batchMax,
-      ringMapper: kernelRingMapper(kernel, (m) => hv.s.frame(m)),
+      ringMapper: kernelRingMapper(kernel),
     });
     const back = await runBlkbackXenbus(xs(0, o.dom0Events), dirs, dev, gid, { clock });
     cleanups.push(() => back.stop());
@@ -136,7 +136,6 @@ export async function buildWorld(o: WorldOptions): Promise<World> {
       backDir: dirs.backDir,
       backendDomid: 0,
       vdev: VDEV,
-      frameView: (gfn) => hv.s.frame(guest.p2mEntry(gfn) & P2M_MFN_MASK),
       gfns: Array.from({ length: nPages }, (_, i) => i),
       grantRefs: Array.from({ length: nPages }, (_, i) => 8 + i),
     });
