@@ -40,23 +40,40 @@ export function rawSlotCodec(slotBytes: number): SlotCodec<Uint8Array> {
 /** Length prefix of a msgpack slot: u16 little-endian, then the msgpack bytes. */
 export const MSGPACK_SLOT_HEADER_BYTES = 2;
 
+/**
+ * Most frozen structures a msgpack slot codec takes: their record ids are then the one-byte
+ * 0x40..0x5f. Beyond 32, msgpackr writes two-byte ids that a reader given the same list misreads.
+ */
+export const MSGPACK_SLOT_STRUCTURES_MAX = 32;
+
 export interface MsgpackSlotOptions {
   /** Bytes per slot; at most 65535 + header. */
   slotBytes: number;
   /**
-   * Record shapes shared by both ends (msgpackr `structures`), e.g. `[['op','id','sector']]`.
-   * They are frozen: a shape not in the list is written as an inline record, so the two ends
-   * never need to agree on anything learned at run time.
+   * Record shapes shared by both ends (msgpackr `structures`), e.g. `[['op','id','sector']]`; at
+   * most `MSGPACK_SLOT_STRUCTURES_MAX`. They are frozen: an object of any other shape is written as
+   * a plain map, so the two ends never need to agree on anything learned at run time.
    */
   structures?: readonly (readonly string[])[];
 }
 
+/** Encodes between two drops of the encoder's shape index (see `encode`). */
+const TRANSITIONS_RESET_ENCODES = 4096;
+
 /**
  * msgpack in a fixed slot, with frozen shared record structures.
  *
- * Decoded objects come from the peer: a protocol validator must read own properties only
- * (msgpackr maps a `__proto__` key to the object's prototype); the codec rejects a top-level
- * value whose prototype is not a plain object's, array's or primitive's.
+ * Records. The frozen structures are the only records on the wire: the encoder never defines one
+ * inline (msgpackr's record extension, `d4 72 id keys` / `d5 72 id highByte keys`), and a slot that
+ * defines one is refused (`record definition`). msgpackr's decoder would otherwise keep such a
+ * definition in its record table for the messages after it: a peer could redefine a frozen id so
+ * that its later slots, and any canonical-looking bytes, read with other field names. So a slot
+ * decodes as a pure function of its bytes and the frozen structures.
+ *
+ * Decoded objects come from the peer: a protocol validator must read own properties only. msgpackr
+ * renames a `__proto__` key (of a map or a record) to `__proto_`, so no object gets a peer's
+ * prototype; the codec also rejects a top-level value whose prototype is not a plain object's,
+ * array's or byte array's (msgpackr's extension types: Date, Set, Map, Error, RegExp, typed arrays).
  */
 export function msgpackSlotCodec<T>(opts: MsgpackSlotOptions): SlotCodec<T> {
   const { slotBytes } = opts;
@@ -65,15 +82,41 @@ export function msgpackSlotCodec<T>(opts: MsgpackSlotOptions): SlotCodec<T> {
     throw new RangeError(`msgpack slot of ${slotBytes} bytes: payload must be 1..65535 bytes`);
   }
   const structures = (opts.structures ?? []).map((s) => [...s]);
-  const frozen = {
+  if (structures.length > MSGPACK_SLOT_STRUCTURES_MAX) {
+    throw new RangeError(`${structures.length} msgpack slot structures: at most ${MSGPACK_SLOT_STRUCTURES_MAX} (one-byte record ids)`);
+  }
+  // msgpackr works on these very arrays (the options are assigned to the instance).
+  const packTable = structures.map((s) => [...s]);
+  const unpackTable = structures.map((s) => [...s]);
+  const packr = new Packr({
     useRecords: true,
+    structures: packTable,
     maxSharedStructures: structures.length,
+    // Learn nothing: no new shared structure, and no own (inline-defined) record either, so an
+    // object of another shape is written as a plain map.
     shouldShareStructure: () => false,
+    maxOwnStructures: 0,
+  });
+  const unpackr = new Unpackr({
+    useRecords: true,
+    structures: unpackTable,
+    // A map (any shape outside the frozen structures) reads as a plain object, as a record does.
+    mapsAsObjects: true,
     // Byte strings are copied out of the private scratch, which the ring reuses.
     copyBuffers: true,
-  };
-  const packr = new Packr({ ...frozen, structures: structures.map((s) => [...s]) });
-  const unpackr = new Unpackr({ ...frozen, structures: structures.map((s) => [...s]) });
+  });
+  // msgpackr stores a record definition it reads in this table and restores only entries it
+  // loaded as shared through `getStructures`; ids it files under negative keys (the two-byte form)
+  // are never cleared. Frozen, the table refuses every definition: msgpackr is strict-mode code,
+  // so the store throws a TypeError and the slot is refused (`unpackError`); sloppy code would
+  // drop the store, and decoding would still depend on the bytes alone. The entries stay
+  // writable for the readers msgpackr compiles onto them. (The constructor set `sharedLength`.)
+  Object.freeze(unpackTable);
+  // msgpackr indexes shapes by their key sequence (`transitions`) and, with no own records, no
+  // longer prunes that index: every new key sequence we encode would stay in it for good. Dropping
+  // it now and then bounds it; msgpackr rebuilds it from the frozen structures on the next pack.
+  const packShapes = packTable as unknown as { transitions?: unknown };
+  let encodesSinceReset = 0;
   // Pack into msgpackr's own buffer, reused and rewound every time: no allocation per message
   // (the plain `pack` returns a fresh subarray and grows a new 8 KiB target every ~250 calls).
   const reuse = REUSE_BUFFER_MODE | RESET_BUFFER_MODE;
@@ -82,6 +125,10 @@ export function msgpackSlotCodec<T>(opts: MsgpackSlotOptions): SlotCodec<T> {
   return {
     slotBytes,
     encode(msg, dst) {
+      if (++encodesSinceReset === TRANSITIONS_RESET_ENCODES) {
+        encodesSinceReset = 0;
+        packShapes.transitions = null;
+      }
       const target = packr.pack(msg, reuse) as Buffer & { start: number; end: number };
       const start = target.start;
       const n = target.end - start;
@@ -105,7 +152,7 @@ export function msgpackSlotCodec<T>(opts: MsgpackSlotOptions): SlotCodec<T> {
         range.end = MSGPACK_SLOT_HEADER_BYTES + n;
         value = unpackr.unpack(src, range);
       } catch (e) {
-        return err(`msgpack does not decode: ${e instanceof Error ? e.message : String(e)}`);
+        return err(unpackError(e));
       }
       if (value !== null && typeof value === 'object') {
         const proto = Object.getPrototypeOf(value);
@@ -116,4 +163,17 @@ export function msgpackSlotCodec<T>(opts: MsgpackSlotOptions): SlotCodec<T> {
       return ok(value as T);
     },
   };
+}
+
+/**
+ * Why msgpackr refused a slot. A write to the frozen record table (a definition in the slot) is a
+ * TypeError naming a read-only or non-extensible object; the message only tells it apart, the slot
+ * is refused either way.
+ */
+function unpackError(e: unknown): string {
+  const message = e instanceof Error ? e.message : String(e);
+  if (e instanceof TypeError && /read.only|not extensible/.test(message)) {
+    return 'msgpack record definition in the slot: only the frozen structures may be used';
+  }
+  return `msgpack does not decode: ${message}`;
 }
