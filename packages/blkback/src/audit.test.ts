@@ -54,6 +54,7 @@ describe('blk.response-after-unmap', () => {
     s.map(3, 3, 22);
     s.get(20, 1, 2);
     s.add('grant.unmap.deferred', { age: 0, delayMs: 5, busyPages: 1, count: 2, firstGfn: 20 });
+    s.add('blk.unmap.deferred', { dom: FRONT, vdev: -1, id: 7, age: 0, delayMs: 5, busyPages: 1 });
     s.unmap(3, 3, 22);
     s.response(8);
     s.put(20, 1, 1);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { EBUSY, type GrantRef } from '@pvsim/abi';
 import { BLKIF_OP_READ, BLKIF_OP_WRITE, BLKIF_RSP_ERROR, BLKIF_RSP_OKAY, BLKIF_SLOT_BYTES, BlkifFrontendPeer, type BlkifRequestWire } from '@pvsim/blkif';
 import { runAuditors, type EventEmitter, type EventKind, type EventPayloads, type EventRecord } from '@pvsim/eventlog';
-import { GATE_FAULT, GATE_OK, Hypervisor, P2M_MFN_MASK, createHypervisorSpec } from '@pvsim/hypervisor';
+import { GATE_FAULT, GATE_OK, Hypervisor, createHypervisorSpec, type HypercallClient } from '@pvsim/hypervisor';
 import { Kernel, createPageTableSpec, get_page, page_count, put_page, type Page } from '@pvsim/kernel';
 import { SharedRing } from '@pvsim/ring';
 import { VirtualClock } from '@pvsim/runtime';
@@ -18,6 +18,13 @@ import { BlkbackDevice, FileDisk, MemoryDisk, blkResponseAfterUnmapAuditor, kern
 
 const GUEST_PAGES = 256;
 const GFNS = 512;
+
+/** The client's own page at `gfn` as shared memory (the frontend's ring, played here). */
+function ownView(c: HypercallClient, gfn: number): Uint8Array {
+  const v = c.frameView(gfn);
+  if (!v.ok) throw new Error(v.error.reason);
+  return v.value;
+}
 
 function boot(opts: { policy?: UnmapPolicy; disk?: BackingDevice; batchMax?: number } = {}) {
   const events: { kind: string; payload: unknown; mappingsHeld: number }[] = [];
@@ -38,7 +45,7 @@ function boot(opts: { policy?: UnmapPolicy; disk?: BackingDevice; batchMax?: num
   const guest = hv.client(gid, emitter);
   // Ring at guest gfn 0 (ref 0); data pages gfn r as ref r.
   for (let r = 0; r < GUEST_PAGES; r++) expect(guest.grantForeignAccess(r, 0, r, false)).toBe(0);
-  const sring = new SharedRing([hv.s.frame(guest.p2mEntry(0) & P2M_MFN_MASK)], BLKIF_SLOT_BYTES);
+  const sring = new SharedRing([ownView(guest, 0)], BLKIF_SLOT_BYTES);
   sring.init();
   const front = new BlkifFrontendPeer(0, sring);
   const port = guest.evtchnAllocUnbound(0);
@@ -52,7 +59,7 @@ function boot(opts: { policy?: UnmapPolicy; disk?: BackingDevice; batchMax?: num
     return rc;
   };
   const disk = opts.disk ?? new MemoryDisk(256);
-  const dev = new BlkbackDevice({ client: dom0, kernel, clock, events: emitter, disk, policy: opts.policy ?? 'async', ringMapper: kernelRingMapper(kernel, (m) => hv.s.frame(m)), ...(opts.batchMax ? { batchMax: opts.batchMax } : {}) });
+  const dev = new BlkbackDevice({ client: dom0, kernel, clock, events: emitter, disk, policy: opts.policy ?? 'async', ringMapper: kernelRingMapper(kernel), ...(opts.batchMax ? { batchMax: opts.batchMax } : {}) });
   const c = dev.connect({ frontDom: gid, ringRefs: [0 as GrantRef], eventChannel: port });
   expect(c).toEqual({ ok: true, value: undefined });
   mapped.length = 0;
@@ -134,6 +141,41 @@ describe('unmap policies with a page still held (a TCP retransmit keeps a refere
     expect(rsp).toHaveLength(20);
     // A request's own pages are unmapped before its response; other requests may still hold theirs.
     expect(rsp.at(-1)!.mappingsHeld).toBe(1);
+  });
+});
+
+describe('blk.unmap.deferred (async: the request waits for a held page)', () => {
+  it('one per deferral, naming the request, with its age; all before the blk.response', async () => {
+    const b = boot({ policy: 'async' });
+    b.dev.vdev = 51712;
+    b.submit({ id: 42, seg: [{ gref: 1, first_sect: 0, last_sect: 7 }, { gref: 2, first_sect: 0, last_sect: 7 }] });
+    b.dev.kick();
+    expect(b.mapped).toHaveLength(2);
+    get_page(b.mapped[1]!);
+    await b.settle(20);
+    expect(b.responses()).toEqual([]);
+    put_page(b.mapped[1]!);
+    await b.settle(50);
+    expect(b.responses()).toEqual([{ id: 42, operation: BLKIF_OP_WRITE, status: BLKIF_RSP_OKAY }]);
+    const deferred = b.of('blk.unmap.deferred');
+    expect(deferred.length).toBeGreaterThan(1);
+    // One per attempt that found the page held: ages 0, 1, 2…, delays 5·(age+1) ms.
+    expect(deferred).toEqual(deferred.map((_, age) => ({ dom: b.gid, vdev: 51712, id: 42, age, delayMs: 5 * (age + 1), busyPages: 1 })));
+    // Each follows the kernel's own record of the same deferral, and the response follows them all.
+    const kinds = b.events.map((e) => e.kind).filter((k) => k === 'grant.unmap.deferred' || k === 'blk.unmap.deferred' || k === 'blk.response');
+    expect(kinds).toEqual([...deferred.flatMap(() => ['grant.unmap.deferred', 'blk.unmap.deferred']), 'blk.response']);
+  });
+
+  it('none when no page is held, whatever the policy', async () => {
+    for (const policy of ['async', 'sync', 'replace'] as const) {
+      const b = boot({ policy });
+      for (let i = 0; i < 4; i++) b.submit({ id: i, sector_number: i * 8, seg: [{ gref: 1 + i, first_sect: 0, last_sect: 7 }] });
+      b.dev.kick();
+      await b.settle(10);
+      expect(b.responses()).toHaveLength(4);
+      expect(b.of('blk.unmap.deferred')).toEqual([]);
+      expect(b.of('grant.unmap.deferred')).toEqual([]);
+    }
   });
 });
 
@@ -390,10 +432,10 @@ describe('two disks of one guest', () => {
     const clock = new VirtualClock();
     const kernel = new Kernel({ client: dom0, pages: createPageTableSpec(0, GFNS), clock, events: emitter });
     const devs = [51712, 51728].map((vdev, ring) => {
-      const sring = new SharedRing([hv.s.frame(guest.p2mEntry(ring) & P2M_MFN_MASK)], BLKIF_SLOT_BYTES);
+      const sring = new SharedRing([ownView(guest, ring)], BLKIF_SLOT_BYTES);
       sring.init();
       const front = new BlkifFrontendPeer(0, sring);
-      const dev = new BlkbackDevice({ client: dom0, kernel, clock, events: emitter, disk: new MemoryDisk(256), policy, vdev, ringMapper: kernelRingMapper(kernel, (m) => hv.s.frame(m)) });
+      const dev = new BlkbackDevice({ client: dom0, kernel, clock, events: emitter, disk: new MemoryDisk(256), policy, vdev, ringMapper: kernelRingMapper(kernel) });
       expect(dev.connect({ frontDom: gid, ringRefs: [ring as GrantRef], eventChannel: guest.evtchnAllocUnbound(0) })).toEqual({ ok: true, value: undefined });
       return { vdev, front, dev };
     });

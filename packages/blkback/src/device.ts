@@ -151,6 +151,10 @@ export class BlkbackDevice {
   private readonly bounce = new Uint8Array(BLKIF_MAX_SEGMENTS_PER_REQUEST * 8 * BLKIF_SECTOR_BYTES);
   private readonly runBatch = () => this.completeBatch();
   private readonly runBatchNext = () => queueMicrotask(this.runBatch);
+  /** Every request's `onDeferred` (one function for all: the item names the request). */
+  private readonly unmapDeferred = (delayMs: number, age: number, busyPages: number, item: GntabUnmapQueueData<null>): void => {
+    this.events.emit('blk.unmap.deferred', { dom: this.frontDom, vdev: this.vdev, id: (item as PendingReq).id, age, delayMs, busyPages }, this.domid);
+  };
 
   constructor(o: BlkbackOptions) {
     this.client = o.client;
@@ -226,11 +230,13 @@ export class BlkbackDevice {
   disconnect(): number {
     if (this.inflight > 0) return -EBUSY;
     if (this.port >= 0) this.client.evtchnClose(this.port);
-    this.mapped?.unmap();
+    // Drop the ring (its views of the pages) first, then unmap: a view cannot be revoked.
+    const mapped = this.mapped;
     this.mapped = null;
     this.ring = null;
     this.reader = null;
     this.port = -1;
+    mapped?.unmap();
     this.cache.shrink(0);
     return 0;
   }
@@ -331,7 +337,17 @@ export class BlkbackDevice {
    */
   private runRw(req: BlkifRwRequest): void {
     const nseg = req.seg.length;
-    const pr: PendingReq = { id: req.id, operation: req.operation, status: BLKIF_RSP_OKAY, pages: NO_PAGES, unmapOps: NO_OPS, count: 0, data: null, done: (result) => this.unmapped(pr, result) };
+    const pr: PendingReq = {
+      id: req.id,
+      operation: req.operation,
+      status: BLKIF_RSP_OKAY,
+      pages: NO_PAGES,
+      unmapOps: NO_OPS,
+      count: 0,
+      data: null,
+      done: (result) => this.unmapped(pr, result),
+      onDeferred: this.unmapDeferred,
+    };
     if (nseg > 0) {
       const got = this.cache.get(nseg);
       if (typeof got === 'number') return this.finish(pr, BLKIF_RSP_ERROR);
@@ -505,7 +521,8 @@ export class BlkbackDevice {
         return this.finish(pr, status);
       }
       case 'async':
-        // xen_blkbk_unmap_and_respond: `pr` is its own unmap item; its `done` responds.
+        // xen_blkbk_unmap_and_respond: `pr` is its own unmap item; its `done` responds. While a
+        // page is still held, each retry scheduled is logged as `blk.unmap.deferred`.
         this.kernel.gnttab_unmap_refs_async(pr);
         return;
     }

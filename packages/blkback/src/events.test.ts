@@ -17,4 +17,9 @@ describe('blk.* kinds of blkback', () => {
       expect(up({ dom: 3, vdev: 51712, id: 7 }, 2)).toEqual({ dom: 3, vdev: 51712, id: 7 });
     }
   });
+  it('blk.unmap.deferred: a new kind at version 1, with vdev from the start and fixed fields', () => {
+    expect(currentVersion('blk.unmap.deferred')).toBe(1);
+    expect(eventSpec('blk.unmap.deferred')!.upgrade).toBeUndefined();
+    expect(eventSpec('blk.unmap.deferred')!.fields!.map(([n]) => n)).toEqual(['dom', 'vdev', 'id', 'age', 'delayMs', 'busyPages']);
+  });
 });

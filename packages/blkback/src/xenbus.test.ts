@@ -1,7 +1,7 @@
 /** The handshake against an in-process store: InitWait, connect from the frontend's keys, Connected. */
 import { BLKIF_SLOT_BYTES, BlkifFrontendPeer } from '@pvsim/blkif';
 import type { EventEmitter } from '@pvsim/eventlog';
-import { Hypervisor, P2M_MFN_MASK, createHypervisorSpec } from '@pvsim/hypervisor';
+import { Hypervisor, createHypervisorSpec } from '@pvsim/hypervisor';
 import { Kernel, createPageTableSpec } from '@pvsim/kernel';
 import { SharedRing } from '@pvsim/ring';
 import { VirtualClock } from '@pvsim/runtime';
@@ -17,13 +17,15 @@ it('xenbus: InitWait, connect from ring-ref/event-channel, Connected with sector
   const gid = dom0.domainCreate({ name: 'guest', memoryPages: 32 });
   const guest = hv.client(gid, ev);
   guest.grantForeignAccess(0, 0, 0, false);
-  const sring = new SharedRing([hv.s.frame(guest.p2mEntry(0) & P2M_MFN_MASK)], BLKIF_SLOT_BYTES);
+  const ring = guest.frameView(0);
+  if (!ring.ok) throw new Error(ring.error.reason);
+  const sring = new SharedRing([ring.value], BLKIF_SLOT_BYTES);
   sring.init();
   new BlkifFrontendPeer(0, sring);
   const port = guest.evtchnAllocUnbound(0);
   const clock = new VirtualClock();
   const kernel = new Kernel({ client: dom0, pages: createPageTableSpec(0, 256), clock, events: ev });
-  const dev = new BlkbackDevice({ client: dom0, kernel, clock, events: ev, disk: new MemoryDisk(128), policy: 'async', ringMapper: kernelRingMapper(kernel, (m) => hv.s.frame(m)) });
+  const dev = new BlkbackDevice({ client: dom0, kernel, clock, events: ev, disk: new MemoryDisk(128), policy: 'async', ringMapper: kernelRingMapper(kernel) });
   const store = new XenStore();
   const ts = new LocalXsClient(store, 0, { events: ev });
   const d = { type: 'vbd', frontDom: gid, backDom: 0, devid: 51712 };

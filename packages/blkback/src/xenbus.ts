@@ -5,7 +5,7 @@
  * (Linux's -EBUSY). A halted ring closes the device; the backend process lives on.
  */
 import { buildBackendConnectKeys, buildBackendProbeKeys, parseFrontendKeys } from '@pvsim/blkif';
-import { GNTMAP_host_map, err, ok, type GrantRef } from '@pvsim/abi';
+import { GNTMAP_host_map, assert, err, ok, type GrantRef } from '@pvsim/abi';
 import type { GnttabMapGrantRef, GnttabUnmapGrantRef } from '@pvsim/hypervisor';
 import type { Kernel } from '@pvsim/kernel';
 import { SharedRing } from '@pvsim/ring';
@@ -20,10 +20,13 @@ export const BLKBACK_MAX_RING_PAGE_ORDER = 4;
 
 /**
  * A `RingMapper` over the kernel's grant mappings: the ring pages are mapped (read-write) into
- * ballooned pages; `frameView(mfn)` is the view of a mapped machine frame (the hypervisor's
- * capability for shared ring pages, as `xenbus_map_ring_valloc` gives Linux a vaddr).
+ * ballooned pages, and each is reached through the kernel's hypercall client (`frameView` of the
+ * page's own gfn: the backend's page tables, as `xenbus_map_ring_valloc` gives Linux a vaddr),
+ * never through machine memory. The ring's views are used only between this map and `unmap`:
+ * the device drops its ring before it unmaps (see `BlkbackDevice.disconnect`), since a view
+ * cannot be revoked.
  */
-export function kernelRingMapper(kernel: Kernel, frameView: (mfn: number) => Uint8Array): RingMapper {
+export function kernelRingMapper(kernel: Kernel): RingMapper {
   return {
     map(frontDom, refs) {
       const pages = kernel.gnttab_alloc_pages(refs.length);
@@ -31,14 +34,28 @@ export function kernelRingMapper(kernel: Kernel, frameView: (mfn: number) => Uin
       const ops: GnttabMapGrantRef[] = refs.map((ref, i) => ({ hostGfn: pages[i]!.gfn, flags: GNTMAP_host_map, ref, dom: frontDom }));
       const rc = kernel.gnttab_map_refs(ops, pages);
       const bad = ops.findIndex((o) => o.status !== 0);
-      if (rc !== 0 || bad >= 0) {
+      const undo = () => {
         const done = ops.filter((o) => o.status === 0);
         const donePages = pages.filter((_, i) => ops[i]!.status === 0);
         if (done.length) kernel.gnttab_unmap_refs(done.map((o) => ({ hostGfn: o.hostGfn, handle: o.handle! })), donePages);
         kernel.gnttab_free_pages(pages);
+      };
+      if (rc !== 0 || bad >= 0) {
+        undo();
         return err(`frontend gave us ring-ref ${refs[bad < 0 ? 0 : bad]} that cannot be mapped (status ${bad < 0 ? rc : ops[bad]!.status})`);
       }
-      const sring = new SharedRing(ops.map((o) => frameView(o.mfn!)), BLKIF_SLOT_BYTES);
+      const views: Uint8Array[] = [];
+      for (const p of pages) {
+        const v = kernel.client.frameView(p.gfn);
+        if (!v.ok) {
+          // Every page was just mapped writable here, under our own lock order: refusing one is
+          // an inconsistency between the kernel and the hypervisor, not the frontend's doing.
+          undo();
+          assert(false, `blkback: no view of the ring page just mapped at gfn ${p.gfn} (${v.error.reason}): a bug`);
+        }
+        views.push(v.value);
+      }
+      const sring = new SharedRing(views, BLKIF_SLOT_BYTES);
       const unmapOps: GnttabUnmapGrantRef[] = ops.map((o) => ({ hostGfn: o.hostGfn, handle: o.handle! }));
       return ok({
         sring,

@@ -20,7 +20,7 @@ import {
   type BlkifRequest,
 } from '@pvsim/blkif';
 import type { EventEmitter, EventKind, EventPayloads } from '@pvsim/eventlog';
-import { Hypervisor, P2M_MFN_MASK, createHypervisorSpec, type GnttabMapGrantRef, type HypercallClient } from '@pvsim/hypervisor';
+import { Hypervisor, createHypervisorSpec, type GnttabMapGrantRef, type HypercallClient } from '@pvsim/hypervisor';
 import { SharedRing } from '@pvsim/ring';
 import { VirtualClock } from '@pvsim/runtime';
 import { LocalXsClient, XenStore, XenbusState, runBackendHandshake, xenbusAddDevice, type BackendEnd } from '@pvsim/xenstore';
@@ -65,7 +65,6 @@ class MemBackend {
   private readonly freeHostGfns: number[];
 
   constructor(
-    private readonly hv: Hypervisor,
     private readonly dom0: HypercallClient,
     readonly disk: Uint8Array,
     readonly diskInfo: BlkifDisk,
@@ -85,7 +84,9 @@ class MemBackend {
           const op: GnttabMapGrantRef = { hostGfn: this.freeHostGfns.pop()!, flags: GNTMAP_host_map, ref, dom: this.frontDom };
           this.dom0.mapGrantRef([op]);
           if (op.status !== GNTST_okay) throw new Error(`ring map failed ${op.status}`);
-          return this.hv.s.frame(op.mfn!);
+          const v = this.dom0.frameView(op.hostGfn);
+          if (!v.ok) throw new Error(`ring view refused: ${v.error.reason}`);
+          return v.value;
         });
         this.peer = new BlkifBackendPeer(new SharedRing(views, BLKIF_SLOT_BYTES));
         this.port = this.dom0.evtchnBindInterdomain(this.frontDom, t.value.eventChannel);
@@ -170,7 +171,7 @@ async function world(o: WorldOpts = {}) {
   const dirs = await xenbusAddDevice(xs(0), dev);
   const sectors = o.sectors ?? 2048;
   const disk = new Uint8Array(sectors * SECTOR);
-  const back = new MemBackend(hv, dom0, disk, { sectors, readOnly: false }, guestId);
+  const back = new MemBackend(dom0, disk, { sectors, readOnly: false }, guestId);
   await back.start(xs(0), dirs);
   const clock = new VirtualClock();
   const nPages = 1 + dataPages;
@@ -183,7 +184,6 @@ async function world(o: WorldOpts = {}) {
     backDir: dirs.backDir,
     backendDomid: 0,
     vdev: 51712,
-    frameView: (gfn) => hv.s.frame(guest.p2mEntry(gfn) & P2M_MFN_MASK),
     gfns: Array.from({ length: nPages }, (_, i) => i),
     grantRefs: Array.from({ length: nPages }, (_, i) => 8 + i),
   });
@@ -223,6 +223,35 @@ describe('blkfront handshake', () => {
     expect(w.front.device?.featureFlushCache).toBe(true);
     expect(w.rec.of('grant.access').some((g) => g.gref === 8 && !g.ro)).toBe(true);
     expect(w.rec.of('evtchn.alloc_unbound').length).toBeGreaterThan(0);
+  });
+});
+
+describe('blkfront ring pages', () => {
+  it('are reached only through the guest\'s own p2m: a ring gfn with no memory stops the handshake with a clear error', async () => {
+    const rec = recorder();
+    const hv = new Hypervisor(createHypervisorSpec({ frames: 512, maxDomains: 4, gfnsPerDomain: 256, grantEntries: 64, maptrackEntries: 64, evtchnPorts: 32 }));
+    expect(hv.toolstack(rec.emitter).domainCreate({ domid: 0, name: 'dom0', memoryPages: 16, privileged: true })).toBe(0);
+    const dom0 = hv.client(0, rec.emitter);
+    const guestId = dom0.domainCreate({ name: 'guest', memoryPages: 16 });
+    const guest = hv.client(guestId, rec.emitter);
+    const store = new XenStore();
+    const xs = (dom: number) => {
+      const c = new LocalXsClient(store, dom, { events: rec.emitter });
+      cleanups.push(() => c.close());
+      return c;
+    };
+    const dirs = await xenbusAddDevice(xs(0), { type: 'vbd', frontDom: guestId, backDom: 0, devid: 51712 });
+    const back = new MemBackend(dom0, new Uint8Array(64 * SECTOR), { sectors: 64, readOnly: false }, guestId);
+    await back.start(xs(0), dirs);
+    // gfn 200 was never populated: the ring cannot live there.
+    const front = await Blkfront.start({ client: guest, xs: xs(guestId), clock: new VirtualClock(), events: rec.emitter, frontDir: dirs.frontDir, backDir: dirs.backDir, backendDomid: 0, vdev: 51712, gfns: [200, 1, 2, 3], grantRefs: [8, 9, 10, 11] });
+    cleanups.push(() => front.stopTimers());
+    for (let i = 0; i < 200 && front.xenbusErrors.length === 0; i++) await new Promise((r) => setImmediate(r));
+    expect(front.xenbusErrors).toEqual([expect.stringMatching(/ring page gfn 200 cannot be reached \(-22\): no frame at gfn 200/)]);
+    expect(rec.of('mem.fault')).toEqual([expect.objectContaining({ dom: guestId, gfn: 200 })]);
+    // Nothing was granted or published for a ring that does not exist.
+    expect(rec.of('grant.access')).toEqual([]);
+    expect(front.xenbusState).not.toBe(XenbusState.Connected);
   });
 });
 

@@ -22,9 +22,11 @@
  * the outstanding I/O. Bad arguments from the caller reject the call's promise. Internal
  * inconsistencies are asserts.
  *
- * Capabilities only: the guest's hypercall client, its XenStore client, the clock, the event
- * emitter and a view of the guest's own frames for the shared ring (the ring is memory both ends
- * map; data pages are only touched through the hypercall client's memory gate).
+ * Capabilities only: the guest's hypercall client, its XenStore client, the clock and the event
+ * emitter. The ring is memory both ends touch in place: its pages are reached through the
+ * client's `frameView` of the guest's own gfns (its page tables, never machine memory), taken at
+ * setup and kept for the device's life, as the frames stay the guest's. Data pages are only
+ * touched through the client's memory gate.
  */
 import { XEN_PAGE_SIZE, assert, type EvtchnPort, type GrantRef } from '@pvsim/abi';
 import {
@@ -72,7 +74,7 @@ const READ_SLAB_ITEM_MAX = 16 * 1024;
 /** What blkfront needs of the guest's hypercall client. */
 export type BlkfrontHypercalls = Pick<
   HypercallClient,
-  'domid' | 'grantForeignAccess' | 'endForeignAccess' | 'evtchnAllocUnbound' | 'evtchnSend' | 'evtchnClose' | 'read' | 'write'
+  'domid' | 'grantForeignAccess' | 'endForeignAccess' | 'evtchnAllocUnbound' | 'evtchnSend' | 'evtchnClose' | 'read' | 'write' | 'frameView'
 >;
 
 export interface BlkfrontOptions {
@@ -87,13 +89,8 @@ export interface BlkfrontOptions {
   /** `virtual-device` (the request `handle`). */
   vdev: number;
   /**
-   * The guest's own frame at `gfn`, as shared memory (4096 bytes): only the ring pages are
-   * reached this way.
-   */
-  frameView(gfn: number): Uint8Array;
-  /**
-   * Frames the guest gives this device: the first `2^ringPageOrder` hold the ring, the rest are
-   * the data-page pool (its size bounds the segments in flight).
+   * Frames the guest gives this device (gfns it has memory at): the first `2^ringPageOrder` hold
+   * the ring, the rest are the data-page pool (its size bounds the segments in flight).
    */
   gfns: readonly number[];
   /** Grant refs of the guest's table for this device, one per entry of `gfns` (same order). */
@@ -315,10 +312,14 @@ export class Blkfront {
     const order = Math.min(Math.log2(this.ringReserve.length), maxOrder);
     const pages = this.ringReserve.slice(0, 1 << order);
     const c = this.o.client;
-    const sring = new SharedRing(
-      pages.map((p) => this.o.frameView(p.gfn)),
-      BLKIF_SLOT_BYTES,
-    );
+    const views: Uint8Array[] = [];
+    for (const p of pages) {
+      const v = c.frameView(p.gfn);
+      // The toolstack gave us a gfn with no memory behind it: this device cannot start.
+      if (!v.ok) throw new Error(`blkfront ${this.o.frontDir}: ring page gfn ${p.gfn} cannot be reached (${v.error.errno}): ${v.error.reason}`);
+      views.push(v.value);
+    }
+    const sring = new SharedRing(views, BLKIF_SLOT_BYTES);
     sring.init();
     const granted: DataPage[] = [];
     for (const p of pages) {

@@ -1,7 +1,8 @@
 /**
  * The canonical fast paths against the general path they stand in for: msgpackr's bytes on the
  * way out, msgpackr + `validateRequest` / `parseResponse` on the way in — on canonical, mutated
- * and random slots. Each comparison uses fresh msgpack codecs (see the last test for why).
+ * and random slots. Each comparison uses fresh msgpack codecs; the last tests show that a
+ * long-lived one reads the same (ring's codec refuses a peer's record definitions).
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -267,15 +268,57 @@ describe('the readers over a real ring', () => {
   });
 
   it('is stateless: a peer\'s inline record definition does not change how the next slot reads', () => {
-    // msgpackr keeps a record definition (here: id 0x40 redefined as {a, b}) for later messages
-    // of the same decoder; the canonical reader does not depend on it.
+    // A record definition (here: id 0x40 redefined as {a, b}) is a bad slot (ring's codec: only
+    // the frozen structures); the canonical reader never depended on it anyway.
     const { front, back } = blkifPeerPair();
     const reader = new BlkifRequestReader(back.ring);
     const redefine = Uint8Array.of(10, 0, 0xd4, 0x72, 0x40, 0x92, 0xa1, 0x61, 0xa1, 0x62, 0x01, 0x02);
     front.requestRaw(redefine);
     front.request({ operation: BLKIF_OP_READ, nr_segments: 1, handle: 1, id: 9, sector_number: 0, seg: [{ gref: 3, first_sect: 0, last_sect: 7 }] });
     front.push();
-    expect(reader.take({ sectors: 64, readOnly: false })).toMatchObject({ ok: false, error: { kind: 'violation' } });
+    expect(reader.take({ sectors: 64, readOnly: false })).toMatchObject({ ok: false, error: { kind: 'bad-slot', reason: expect.stringMatching(/record definition/) } });
     expect(reader.take({ sectors: 64, readOnly: false })).toMatchObject({ ok: true, value: { id: 9 } });
+  });
+
+  it('a definition that swaps a segment\'s fields cannot make a later invalid request valid', () => {
+    // Record 0x41 (the frozen segment ['gref', 'first_sect', 'last_sect']) redefined with
+    // first_sect and last_sect swapped. Had the backend's decoder kept it, the canonical bytes
+    // of the request below (first_sect 7 > last_sect 0: the fast path refuses them, so they go
+    // the general way) would read as first_sect 0, last_sect 7, and be accepted.
+    const { front, back } = blkifPeerPair();
+    const reader = new BlkifRequestReader(back.ring);
+    const key = (k: string) => [0xa0 | k.length, ...Buffer.from(k)];
+    const def = [0xd4, 0x72, 0x41, 0x93, ...key('gref'), ...key('last_sect'), ...key('first_sect'), 0, 0, 0];
+    front.requestRaw(Uint8Array.of(def.length, 0, ...def));
+    front.request({ operation: BLKIF_OP_READ, nr_segments: 1, handle: 1, id: 10, sector_number: 0, seg: [{ gref: 3, first_sect: 7, last_sect: 0 }] });
+    front.push();
+    const disk = { sectors: 64, readOnly: false };
+    expect(reader.take(disk).ok).toBe(false); // a bad slot (record definition)
+    expect(reader.take(disk)).toMatchObject({ ok: false, error: { kind: 'reject', id: 10, code: 'bad-segment', reason: expect.stringMatching(/first_sect 7 > last_sect 0/) } });
+  });
+
+  it('one long-lived reader codec reads every slot as a fresh one does, definitions among them (fixed seed)', () => {
+    const key = (k: string) => [0xa0 | k.length, ...Buffer.from(k)];
+    const names = ['operation', 'nr_segments', 'handle', 'id', 'sector_number', 'seg', 'gref', 'first_sect', 'last_sect', 'status'];
+    const arbDefinition = fc
+      .record({ id: fc.integer({ min: 0, max: 63 }), twoByte: fc.boolean(), highByte: fc.integer({ min: 0, max: 2 }), keys: fc.shuffledSubarray(names, { minLength: 1, maxLength: 6 }) })
+      .map(({ id, twoByte, highByte, keys }) => {
+        const body = [...(twoByte ? [0xd5, 0x72, id, highByte] : [0xd4, 0x72, 0x40 | id]), 0x90 | keys.length, ...keys.flatMap(key), ...keys.map(() => 1)];
+        const slot = new Uint8Array(BLKIF_SLOT_BYTES);
+        slot.set([body.length, 0, ...body]);
+        return slot;
+      });
+    const arbSlot = fc.oneof(
+      arbDefinition,
+      fc.tuple(fc.oneof(arbReq, arbGoodReq), arbEdits).map(([r, edits]) => edit(canonical(r), edits)),
+      fc.oneof(arbReq, arbGoodReq).map(canonical),
+    );
+    fc.assert(
+      fc.property(fc.array(arbSlot, { maxLength: 10 }), fc.oneof(arbDisk, arbGoodDisk), (slots, disk) => {
+        const codec = blkifLooseCodec();
+        for (const src of slots) expect(readRequestSlot(src, disk, codec)).toEqual(generalRequest(src, disk));
+      }),
+      { seed: 0x510d, numRuns: 1500 },
+    );
   });
 });

@@ -45,7 +45,10 @@ import {
   GTF_writing,
   XEN_PAGE_SIZE,
   assert,
+  err,
   isU32,
+  ok,
+  type Result,
 } from '@pvsim/abi';
 import type { EventEmitter } from '@pvsim/eventlog';
 import {
@@ -153,6 +156,12 @@ export interface MappingStamp {
   readonly gen: number;
   readonly granter: number;
   readonly gref: number;
+}
+
+/** Why `frameView` refused: a negative errno and the reason (also recorded as a `mem.fault`). */
+export interface FrameViewError {
+  readonly errno: number;
+  readonly reason: string;
 }
 
 /** Result of a memory-gate access: 0, or a negative reason. */
@@ -799,6 +808,64 @@ export class HypercallClient {
   }
 
   // ───────────────────────────── the memory gate ─────────────────────────────
+
+  /**
+   * The caller's own page at `gfn` as shared memory: a 4 KiB view of the frame its p2m entry
+   * names, as a domain reaches memory only through its own page tables. Given only when the entry
+   * is valid — a frame the caller owns, or a foreign frame it grant-mapped there, writably, with
+   * `GNTMAP_host_map` (a view is writable, so a read-only or device-only mapping gets none).
+   * Otherwise an error (`-EINVAL` no frame there or a gfn outside the domain, `-EPERM` a read-only
+   * mapping, `-ESRCH` the caller is not running), recorded as a `mem.fault`; never a throw: the
+   * gfn is the calling domain's to choose, right or wrong, as any hypercall argument.
+   *
+   * This is for memory both ends touch in place with Atomics — ring pages — where a copy through
+   * the gate per access would defeat the ring. Limitation, honestly: a JavaScript view cannot be
+   * revoked. After the caller unmaps the grant (or balloons its own page out) the view still
+   * reaches the frame, and nothing records it. So a holder must use it only between map and
+   * unmap — a backend's ring mapper drops its ring before it unmaps it, a frontend keeps its ring
+   * in frames it owns for the device's life — and every data page goes through `read`/`write`
+   * with a page reference's stamp, the checked path that turns a stale access into a
+   * `mem.fault` or `mem.leak`.
+   */
+  frameView(gfn: number): Result<Uint8Array, FrameViewError> {
+    const s = this.s;
+    const dom = this.domid;
+    const refuse = (errno: number, reason: string, granter = -1, gref = -1): Result<Uint8Array, FrameViewError> => {
+      this.events.emit('mem.fault', { dom, gfn, write: true, reason: `frame view: ${reason}`, granter, gref });
+      return err({ errno, reason });
+    };
+    const i = s.p2mIndex(dom, gfn);
+    if (i < 0) return refuse(-EINVAL, `gfn ${gfn} outside d${dom}'s ${this.gfns} gfns`);
+    // Under the caller's lock: maps and unmaps at its gfns hold it, so the entry, its handle and
+    // the maptrack flags read here belong to one mapping.
+    s.lockDomain(dom);
+    try {
+      if (!s.isActive(dom)) return refuse(-ESRCH, `d${dom} is not a running domain`);
+      const e = Atomics.load(s.p2m, i);
+      if (e === P2M_INVALID) {
+        const lastGranter = s.p2mLast[i * 2]!;
+        const lastRef = s.p2mLast[i * 2 + 1]!;
+        const why = lastGranter >= 0 ? `no frame at gfn ${gfn} (last: grant d${lastGranter}/gref ${lastRef}, unmapped)` : `no frame at gfn ${gfn} (ballooned out or never populated)`;
+        return refuse(-EINVAL, why, lastGranter, lastRef);
+      }
+      const mfn = e & P2M_MFN_MASK;
+      if (e & P2M_FOREIGN) {
+        const granter = s.p2mLast[i * 2]!;
+        const gref = s.p2mLast[i * 2 + 1]!;
+        const h = Atomics.load(s.p2mHandle, i);
+        const mflags = h >= 0 ? Atomics.load(s.maptrack, (dom * this.mte + h) * MT_WORDS + MT_FLAGS) : 0;
+        if (!(mflags & MT_INUSE)) return refuse(-EINVAL, `foreign entry at gfn ${gfn} without a live mapping`, granter, gref);
+        if (!(mflags & GNTMAP_host_map)) return refuse(-EINVAL, `grant d${granter}/gref ${gref} at gfn ${gfn} is mapped without GNTMAP_host_map`, granter, gref);
+        if (mflags & GNTMAP_readonly) return refuse(-EPERM, `grant d${granter}/gref ${gref} at gfn ${gfn} is mapped read-only (a view is writable)`, granter, gref);
+        return ok(s.frame(mfn));
+      }
+      const owner = Atomics.load(s.frameOwner, mfn);
+      if (owner !== dom) return refuse(-EINVAL, `gfn ${gfn} shows mfn ${mfn}, owned by d${owner}`);
+      return ok(s.frame(mfn));
+    } finally {
+      s.unlockDomain(dom);
+    }
+  }
 
   /** Remember the mapping currently at `gfn`, to hand to later accesses (a page reference). */
   stamp(gfn: number): MappingStamp | null {

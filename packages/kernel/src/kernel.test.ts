@@ -297,6 +297,58 @@ describe('gnttab_unmap_refs_async', () => {
   });
 });
 
+describe('gnttab_unmap_refs_async: telling the caller about a deferral (onDeferred)', () => {
+  it('once per deferral, after grant.unmap.deferred and with its age and delay; never when nothing is held', () => {
+    const b = boot();
+    const { pages, unmapOps } = mapRefs(b, [0, 1, 2]);
+    get_page(pages[1]!);
+    get_page(pages[2]!);
+    const { it: item1, calls } = item(unmapOps, pages);
+    const told: { delayMs: number; age: number; busyPages: number; deferredEvents: number }[] = [];
+    item1.onDeferred = (delayMs, age, busyPages, i) => {
+      expect(i).toBe(item1);
+      // The kernel's own event is already in the log, and the retry already scheduled.
+      told.push({ delayMs, age, busyPages, deferredEvents: b.rec.of('grant.unmap.deferred').length });
+      expect(b.clock.nextTimerNs()).not.toBeNull();
+    };
+    b.k.gnttab_unmap_refs_async(item1);
+    b.clock.advance(5); // age 1: both still held
+    put_page(pages[2]!);
+    b.clock.advance(10); // age 2: one still held
+    put_page(pages[1]!);
+    b.clock.runAll();
+    expect(told).toEqual([
+      { delayMs: 5, age: 0, busyPages: 2, deferredEvents: 1 },
+      { delayMs: 10, age: 1, busyPages: 2, deferredEvents: 2 },
+      { delayMs: 15, age: 2, busyPages: 1, deferredEvents: 3 },
+    ]);
+    expect(calls).toEqual([0]);
+
+    const again = mapRefs(b, [3]);
+    const { it: item2, calls: calls2 } = item(again.unmapOps, again.pages);
+    let toldAgain = 0;
+    item2.onDeferred = () => toldAgain++;
+    b.k.gnttab_unmap_refs_async(item2);
+    expect(calls2).toEqual([0]);
+    expect(toldAgain).toBe(0);
+  });
+
+  it('a throwing onDeferred (a bug in the caller) still leaves exactly one done', () => {
+    const b = boot();
+    const { pages, unmapOps } = mapRefs(b, [0]);
+    get_page(pages[0]!);
+    const { it: item1, calls } = item(unmapOps, pages);
+    item1.onDeferred = () => {
+      throw new Error('caller bug');
+    };
+    expect(() => b.k.gnttab_unmap_refs_async(item1)).toThrow(/caller bug/);
+    put_page(pages[0]!);
+    b.clock.runAll();
+    expect(calls).toEqual([0]);
+    expect(b.clock.runAll()).toBe(0);
+  });
+});
+
 describe('gnttab_unmap_refs_sync', () => {
   it('resolves with the result once every page is released', async () => {
     const b = boot();

@@ -39,6 +39,13 @@ export const GNTTAB_BATCH_PAGES_MAX = 1024;
 export type GnttabUnmapRefsDone<T> = (result: number, item: GntabUnmapQueueData<T>) => void;
 
 /**
+ * Told each time an attempt of `gnttab_unmap_refs_async` found `busyPages` of the batch in use
+ * and scheduled the retry `delayMs` from now; `age` is the attempt's (0 for the first, in the
+ * caller). Not in Linux: pvsim's drivers log the deferral under their own request's name.
+ */
+export type GnttabUnmapRefsDeferred<T> = (delayMs: number, age: number, busyPages: number, item: GntabUnmapQueueData<T>) => void;
+
+/**
  * `struct gntab_unmap_queue_data`: owned by the caller (blkback embeds one per request, gntdev
  * one per map) and must not be resubmitted before its `done` ran.
  */
@@ -47,6 +54,11 @@ export interface GntabUnmapQueueData<T = unknown> {
   pages: Page[];
   count: number;
   done: GnttabUnmapRefsDone<T>;
+  /**
+   * Optional: called after each deferral, once the retry is scheduled (so `done` still comes
+   * exactly once, even if this throws). One function may serve every item (it gets the item).
+   */
+  onDeferred?: GnttabUnmapRefsDeferred<T>;
   data: T;
   /** Retries so far (set to 0 by `gnttab_unmap_refs_async`). */
   age?: number;
@@ -237,7 +249,8 @@ export class Kernel {
   /**
    * `gnttab_unmap_refs_async`: unmap once no page of the batch is in use (count 1). The first
    * attempt runs here, in the caller; if any page is busy there is no hypercall at all and the
-   * whole batch is retried after 5·(age+1) ms on the clock. `item.done(result, item)` runs
+   * whole batch is retried after 5·(age+1) ms on the clock (each deferral emits
+   * `grant.unmap.deferred`, then tells `item.onDeferred` if set). `item.done(result, item)` runs
    * exactly once, when the unmap ran — also when it failed.
    */
   gnttab_unmap_refs_async<T>(item: GntabUnmapQueueData<T>): void {
@@ -267,6 +280,7 @@ export class Kernel {
       this.events.emit('grant.unmap.deferred', { age, delayMs, busyPages, count: item.count, firstGfn }, this.domid);
       this.deferred++;
       this.retryWork(item).schedule(delayMs);
+      item.onDeferred?.(delayMs, age, busyPages, item);
       return;
     }
     let result: number;

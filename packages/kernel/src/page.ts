@@ -14,10 +14,14 @@
 import { assert, isU32 } from '@pvsim/abi';
 import type { HypercallClient, MappingStamp } from '@pvsim/hypervisor';
 
-/** The hypercalls the kernel uses: a domid-scoped client, or a test's wrapper around one. */
+/**
+ * The hypercalls the kernel uses: a domid-scoped client, or a test's wrapper around one.
+ * `frameView` is how a driver reaches a page it shares in place (a ring it mapped): the
+ * domain's own page tables, never machine memory.
+ */
 export type KernelHypercalls = Pick<
   HypercallClient,
-  'domid' | 'mapGrantRef' | 'unmapGrantRef' | 'unmapAndReplace' | 'p2mEntry' | 'stamp' | 'decreaseReservation' | 'populatePhysmap'
+  'domid' | 'mapGrantRef' | 'unmapGrantRef' | 'unmapAndReplace' | 'p2mEntry' | 'stamp' | 'decreaseReservation' | 'populatePhysmap' | 'frameView'
 >;
 import type { EventEmitter } from '@pvsim/eventlog';
 import './events.js';

@@ -40,7 +40,7 @@ try {
   const errors: string[] = [];
   for (const d of data.devices) {
     const disk = await openDisk(d.backing, d.readOnly);
-    const dev = new BlkbackDevice({ client, kernel, clock, events, disk, policy: data.policy, ringMapper: kernelRingMapper(kernel, (m) => hv.s.frame(m)) });
+    const dev = new BlkbackDevice({ client, kernel, clock, events, disk, policy: data.policy, vdev: d.devid, ringMapper: kernelRingMapper(kernel) });
     const end = await runBlkbackXenbus(xs, { backDir: d.backDir, frontDir: d.frontDir }, dev, d.frontDom, { clock });
     backs.push({ dev, end, frontDom: d.frontDom, devid: d.devid, disk });
   }

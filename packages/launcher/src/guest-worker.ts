@@ -6,7 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Blkfront } from '@pvsim/blkfront';
 import { EventWriter, nullEmitter } from '@pvsim/eventlog';
-import { Hypervisor, P2M_MFN_MASK } from '@pvsim/hypervisor';
+import { Hypervisor } from '@pvsim/hypervisor';
 import { RealClock, serveCommands } from '@pvsim/runtime';
 import { runJob, type BlockTarget } from '@pvsim/loadgen';
 import { XsRingClient } from '@pvsim/xenstore';
@@ -46,7 +46,6 @@ try {
       backDir: d.backDir,
       backendDomid: d.backDom,
       vdev: d.devid,
-      frameView: (gfn) => hv.s.frame(client.p2mEntry(gfn) & P2M_MFN_MASK),
       gfns: d.gfns,
       grantRefs: d.grantRefs,
       ringPageOrder: d.ringPageOrder,

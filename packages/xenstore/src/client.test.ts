@@ -359,6 +359,27 @@ describe('xenstored and a hostile guest', () => {
     expect(await dom0.read('/local/domain/7/ok')).toBe('fine');
   });
 
+  it('refuses a record definition, and later requests read as their bytes say', async () => {
+    // Record 0x41 is the frozen ['id', 'op', 'tx', 'path', 'value']. Had xenstored's decoder kept
+    // this definition (path and value swapped), the honest write after it would read as a write of
+    // 'ok' to the node 'fine'.
+    w = ringWorld();
+    const dom0 = await w.client(0);
+    await dom0.mkdir('/local/domain/7');
+    await dom0.setPerms('/local/domain/7', [{ dom: 7, mode: 'n' }]);
+    const guest = rawGuest(await w.xs.connect(7));
+    const str = (k: string) => [0xa0 | k.length, ...Buffer.from(k)];
+    const def = [0xd4, 0x72, 0x41, 0x95, ...['id', 'op', 'tx', 'value', 'path'].flatMap(str), 20, XS_WRITE, 0, ...str('x'), ...str('y')];
+    const rsps = await guest.exchange([{ raw: [def.length, 0, ...def] }, { id: 21, op: XS_WRITE, tx: 0, path: 'ok', value: 'fine' }]);
+    expect((await rejection(dom0.read('/local/domain/7/fine'))).error).toBe('ENOENT');
+    expect(await dom0.read('/local/domain/7/ok')).toBe('fine');
+    expect(rsps.map((r) => [r.id, r.ok ? 'OK' : r.error])).toEqual([
+      [0, 'EINVAL'],
+      [21, 'OK'],
+    ]);
+    expect((await w.xs.stats()).malformed).toBe(1);
+  });
+
   it('stops only the connection whose ring the guest broke', async () => {
     w = ringWorld();
     const spec = await w.xs.connect(8);

@@ -9,7 +9,7 @@ import { BLKIF_OP_WRITE } from '@pvsim/blkif';
 import { BLK_RESPONSE_AUDITOR, BlkbackDevice, MemoryDisk, blkResponseAfterUnmapAuditor, kernelRingMapper, runBlkbackXenbus, type UnmapPolicy } from '@pvsim/blkback';
 import { Blkfront } from '@pvsim/blkfront';
 import { runAuditors, type EventEmitter, type EventRecord } from '@pvsim/eventlog';
-import { GATE_FAULT, GATE_OK, Hypervisor, P2M_MFN_MASK, createHypervisorSpec, teardownAuditor } from '@pvsim/hypervisor';
+import { GATE_FAULT, GATE_OK, Hypervisor, createHypervisorSpec, teardownAuditor } from '@pvsim/hypervisor';
 import { Kernel, createPageTableSpec, get_page, put_page, type Page } from '@pvsim/kernel';
 import { VirtualClock } from '@pvsim/runtime';
 import { LocalXsClient, XenStore, XenbusState, xenbusAddDevice } from '@pvsim/xenstore';
@@ -91,7 +91,7 @@ async function world(policy: UnmapPolicy) {
     events: rec.emitter,
     disk,
     policy,
-    ringMapper: kernelRingMapper(kernel, (m) => hv.s.frame(m)),
+    ringMapper: kernelRingMapper(kernel),
   });
   const back = await runBlkbackXenbus(xs(0), dirs, dev, gid, { clock });
   cleanups.push(() => back.stop());
@@ -105,7 +105,6 @@ async function world(policy: UnmapPolicy) {
     backDir: dirs.backDir,
     backendDomid: 0,
     vdev: 51712,
-    frameView: (gfn) => hv.s.frame(guest.p2mEntry(gfn) & P2M_MFN_MASK),
     gfns: Array.from({ length: nPages }, (_, i) => i),
     grantRefs: Array.from({ length: nPages }, (_, i) => 8 + i),
   });
@@ -195,6 +194,9 @@ describe('blkfront ↔ blkback: data integrity', () => {
       expect(w.rec.of('mem.fault')).toHaveLength(0);
       expect(w.rec.of('mem.leak')).toHaveLength(0);
       expect(w.rec.of('blk.response').length).toBeGreaterThanOrEqual(300);
+      // Nothing held a page past its I/O: no unmap was ever deferred.
+      expect(w.rec.of('blk.unmap.deferred')).toHaveLength(0);
+      expect(w.rec.of('grant.unmap.deferred')).toHaveLength(0);
       await w.teardown();
       expect(w.rec.audit()).toEqual([]);
     });
@@ -231,10 +233,19 @@ describe('blkfront ↔ blkback: a page still held at completion (a TCP retransmi
         await w.run(write);
         const kinds = w.rec.events.map((e) => e.kind);
         expect(kinds.lastIndexOf('grant.unmap.done')).toBeLessThan(kinds.lastIndexOf('blk.response'));
+        // blkback named the waiting request at every deferral, all before its response.
+        const id = (reqSeq.payload as { id: number }).id;
+        const deferred = w.rec.of('blk.unmap.deferred');
+        expect(deferred.length).toBe(w.rec.of('grant.unmap.deferred').length);
+        expect(deferred.map((e) => e.payload)).toEqual(deferred.map((_, age) => ({ dom: w.gid, vdev: 51712, id, age, delayMs: 5 * (age + 1), busyPages: 1 })));
+        const rsp = w.rec.events.find((e) => e.kind === 'blk.response' && (e.payload as { id: number }).id === id && e.seq > reqSeq.seq)!;
+        expect(deferred.every((e) => e.seq > reqSeq.seq && e.seq < rsp.seq && e.dom === 0)).toBe(true);
         expect(w.rec.of('mem.fault')).toHaveLength(0);
         expect(w.rec.of('mem.leak')).toHaveLength(0);
       } else {
         await w.run(write);
+        // sync and replace never wait: nothing is deferred (the holder is simply cut off).
+        expect(w.rec.of('blk.unmap.deferred')).toHaveLength(0);
         if (policy === 'sync') {
           expect(w.dom0.read(page.gfn, 0, buf, stamp)).toBe(GATE_FAULT);
           expect(w.rec.of('mem.fault')).toHaveLength(1);
