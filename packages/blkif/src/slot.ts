@@ -20,8 +20,10 @@
  *    accepts, with the same value (slot.test.ts checks this against msgpackr and the validators on
  *    canonical, mutated and random bytes).
  *
- * Stateless: unlike msgpackr (whose record table a peer's inline record definition can change for
- * the next message; see ring's codec), a canonical slot always reads the same.
+ * Stateless: a canonical slot always reads the same, and so does the general path. (msgpackr on
+ * its own would keep a peer's inline record definition for the slots after it; ring's codec refuses
+ * a slot that defines a record, or carries any other msgpack extension type, before msgpackr reads
+ * it, so a peer cannot change how later slots read.)
  */
 import { assert, err, ok, type Result } from '@pvsim/abi';
 import type { BackRing, ConsumeError, FrontRing, SlotCodec } from '@pvsim/ring';

@@ -158,6 +158,13 @@ export function createHypervisorSpec(config: Partial<HypervisorConfig> = {}): Hy
 /** Typed views over a spec; cheap to build in each thread. */
 export class HvState {
   readonly c: HypervisorConfig;
+  /**
+   * All of machine memory, every frame of every domain, unchecked. Hypervisor-internal (the memory
+   * gate and grant copies use it): a daemon reaches memory only as a domain does, through its
+   * hypercall client — `client.frameView(gfn)` for a ring page of its own p2m, `read`/`write` with
+   * a stamp for data pages. test/integration/blk/no-machine-memory.test.ts keeps it out of every
+   * other package's non-test code.
+   */
   readonly memory: Uint8Array;
   readonly frameOwner: Int32Array;
   readonly frameMaps: Int32Array;
@@ -208,6 +215,13 @@ export class HvState {
     this.frameViews = Array.from({ length: this.c.frames }, (_, i) => this.memory.subarray(i * XEN_PAGE_SIZE, (i + 1) * XEN_PAGE_SIZE));
   }
 
+  /**
+   * The 4 KiB view of machine frame `mfn`, whoever owns it: no p2m, no grant, no check, and no
+   * record of the access. Hypervisor-internal. Daemons use `client.frameView(gfn)`, which hands
+   * out a frame only through the caller's own p2m (a frame it owns, or a writable `host_map`
+   * grant mapping) and records a refusal as a `mem.fault`; test/integration/blk/no-machine-memory.test.ts
+   * keeps `.s.frame` out of every other package's non-test code.
+   */
   frame(mfn: number): Uint8Array {
     return this.frameViews[mfn]!;
   }

@@ -7,7 +7,8 @@
  * bytes: every peer-controlled input becomes a `Result` error.
  */
 import { Packr, REUSE_BUFFER_MODE, RESET_BUFFER_MODE, Unpackr } from 'msgpackr';
-import { err, ok, type Result } from '@pvsim/abi';
+import { assert, err, ok, type Result } from '@pvsim/abi';
+import { describeExtensionType, msgpackScanGrammar, scanMsgpack, type MsgpackScanFault } from './msgpack-scan.js';
 
 export interface SlotCodec<T> {
   /** Bytes per slot, fixed per protocol. */
@@ -63,17 +64,29 @@ const TRANSITIONS_RESET_ENCODES = 4096;
 /**
  * msgpack in a fixed slot, with frozen shared record structures.
  *
+ * Plain values only. Before msgpackr sees a peer's slot, `scanMsgpack` walks its bytes: a slot is
+ * refused unless it is exactly one value of msgpack's core types (nil, booleans, integers, floats,
+ * strings, byte strings, arrays, maps) and records of the frozen structures. Every `ext` value is
+ * refused wherever it sits (`msgpack extension type 0x78 (RegExp) in the slot`): msgpackr would
+ * build a Date, Set, Error, RegExp, typed array, BigInt or `undefined` from one, and its table of
+ * extensions is process-wide, so it cannot be switched off per decoder. What a slot decodes to is
+ * then plain: objects, arrays, strings, numbers, booleans, null, byte arrays (`bin`, copied), and
+ * bigints (msgpack's int 64 / uint 64, which our encoder writes only for a bigint).
+ *
  * Records. The frozen structures are the only records on the wire: the encoder never defines one
  * inline (msgpackr's record extension, `d4 72 id keys` / `d5 72 id highByte keys`), and a slot that
- * defines one is refused (`record definition`). msgpackr's decoder would otherwise keep such a
- * definition in its record table for the messages after it: a peer could redefine a frozen id so
- * that its later slots, and any canonical-looking bytes, read with other field names. So a slot
- * decodes as a pure function of its bytes and the frozen structures.
+ * defines one is refused (`record definition`; it is an `ext` value). msgpackr's decoder would
+ * otherwise keep such a definition in its record table for the messages after it: a peer could
+ * redefine a frozen id so that its later slots, and any canonical-looking bytes, read with other
+ * field names. So a slot decodes as a pure function of its bytes and the frozen structures.
  *
  * Decoded objects come from the peer: a protocol validator must read own properties only. msgpackr
  * renames a `__proto__` key (of a map or a record) to `__proto_`, so no object gets a peer's
- * prototype; the codec also rejects a top-level value whose prototype is not a plain object's,
- * array's or byte array's (msgpackr's extension types: Date, Set, Map, Error, RegExp, typed arrays).
+ * prototype.
+ *
+ * Our own messages: `encode` walks what msgpackr wrote the same way, before a byte reaches `dst`.
+ * A message that packs to an `ext` value (a Date, `undefined`, ...) is a bug of the producer, not
+ * a slot to hand the peer (it would refuse it): an assertion.
  */
 export function msgpackSlotCodec<T>(opts: MsgpackSlotOptions): SlotCodec<T> {
   const { slotBytes } = opts;
@@ -107,11 +120,13 @@ export function msgpackSlotCodec<T>(opts: MsgpackSlotOptions): SlotCodec<T> {
   });
   // msgpackr stores a record definition it reads in this table and restores only entries it
   // loaded as shared through `getStructures`; ids it files under negative keys (the two-byte form)
-  // are never cleared. Frozen, the table refuses every definition: msgpackr is strict-mode code,
-  // so the store throws a TypeError and the slot is refused (`unpackError`); sloppy code would
-  // drop the store, and decoding would still depend on the bytes alone. The entries stay
-  // writable for the readers msgpackr compiles onto them. (The constructor set `sharedLength`.)
+  // are never cleared. `scanMsgpack` refuses every definition before msgpackr reads a slot; frozen,
+  // the table would refuse one too (a second line: msgpackr is strict-mode code, so the store
+  // throws a TypeError and the slot is refused, `unpackError`). The entries stay writable for the
+  // readers msgpackr compiles onto them. (The constructor set `sharedLength`.)
   Object.freeze(unpackTable);
+  // The grammar `scanMsgpack` walks slots with: msgpack's, and the frozen records' field counts.
+  const grammar = msgpackScanGrammar(structures.map((s) => s.length));
   // msgpackr indexes shapes by their key sequence (`transitions`) and, with no own records, no
   // longer prunes that index: every new key sequence we encode would stay in it for good. Dropping
   // it now and then bounds it; msgpackr rebuilds it from the frozen structures on the next pack.
@@ -131,8 +146,11 @@ export function msgpackSlotCodec<T>(opts: MsgpackSlotOptions): SlotCodec<T> {
       }
       const target = packr.pack(msg, reuse) as Buffer & { start: number; end: number };
       const start = target.start;
-      const n = target.end - start;
+      const end = target.end;
+      const n = end - start;
       if (n > payloadMax) return -(n + MSGPACK_SLOT_HEADER_BYTES);
+      const fault = scanMsgpack(target, start, end, grammar);
+      if (fault !== null) assert(false, `msgpack slot encoder: ${describeFault(fault, start)} in our own message (a Date, undefined or other value that is not plain); the peer would refuse the slot`);
       dst[0] = n & 0xff;
       dst[1] = n >>> 8;
       if (n <= 48) {
@@ -147,22 +165,43 @@ export function msgpackSlotCodec<T>(opts: MsgpackSlotOptions): SlotCodec<T> {
       const n = src[0]! | (src[1]! << 8);
       if (n === 0) return err('empty msgpack slot (length 0)');
       if (n > payloadMax) return err(`msgpack length ${n} exceeds the slot payload of ${payloadMax} bytes`);
+      const end = MSGPACK_SLOT_HEADER_BYTES + n;
+      if (end > src.length) return err(`msgpack length ${n} exceeds the ${src.length} bytes of the slot copy`);
+      const fault = scanMsgpack(src, MSGPACK_SLOT_HEADER_BYTES, end, grammar);
+      if (fault !== null) return err(slotFault(fault));
       let value: unknown;
       try {
-        range.end = MSGPACK_SLOT_HEADER_BYTES + n;
+        range.end = end;
         value = unpackr.unpack(src, range);
       } catch (e) {
         return err(unpackError(e));
       }
-      if (value !== null && typeof value === 'object') {
-        const proto = Object.getPrototypeOf(value);
-        if (proto !== Object.prototype && proto !== Array.prototype && proto !== null && !(value instanceof Uint8Array)) {
-          return err('msgpack value carries a foreign prototype (__proto__ key)');
-        }
-      }
       return ok(value as T);
     },
   };
+}
+
+/** A fault of `scanMsgpack`, offsets counted from `origin`. */
+function describeFault(f: MsgpackScanFault, origin: number): string {
+  switch (f.kind) {
+    case 'extension':
+      return `msgpack extension type ${describeExtensionType(f.type)} at byte ${f.at - origin}`;
+    case 'never-used':
+      return `msgpack byte 0xc1 (never used) at byte ${f.at - origin}`;
+    case 'truncated':
+      return 'a msgpack value that runs past its length';
+    case 'trailing':
+      return `${f.bytes} bytes after the msgpack value`;
+  }
+}
+
+/** Why a peer's slot is refused before decoding. Offsets count from the slot's first byte. */
+function slotFault(f: MsgpackScanFault): string {
+  if (f.kind === 'extension' && f.type === 0x72) {
+    return `msgpack record definition (extension type 0x72 at byte ${f.at}) in the slot: only the frozen structures may be used`;
+  }
+  if (f.kind === 'extension') return `${describeFault(f, 0)} in the slot: a peer's slot holds plain msgpack values only`;
+  return `${describeFault(f, 0)} in the slot`;
 }
 
 /**

@@ -119,7 +119,10 @@ function run(start: number, order: number, ops: Op[]) {
         Atomics.store(s.header, REQ_PROD, bogus);
         const overflow = ((bogus - back.rspProdPvt) >>> 0) > s.size;
         const regressed = ((bogus - back.reqCons) >>> 0) > ((bogus - back.rspProdPvt) >>> 0);
-        const wasBroken = back.broken !== null;
+        // Not `back.broken !== null` as the alias: TS would then narrow `back.broken` to null
+        // below, across the call that breaks the ring.
+        const brokenBefore = back.broken;
+        const wasBroken = brokenBefore !== null;
         const n = back.unconsumedRequests();
         if (!wasBroken && (overflow || regressed)) {
           expect(back.broken?.kind).toBe(overflow ? 'req-prod-overflow' : 'req-prod-regressed');
