@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { GNTMAP_host_map, GNTMAP_readonly } from '@pvsim/abi';
 import { replaySync, runAuditors, type EventEmitter, type EventRecord } from '@pvsim/eventlog';
-import { Hypervisor } from './client.js';
+import { Hypervisor, type GnttabMapGrantRef } from './client.js';
 import { createHypervisorSpec } from './shared.js';
 import { GRANTS_PROJECTION, grantsProjection, grantsSnapshot, teardownAuditor } from './projection.js';
 
@@ -33,7 +33,7 @@ describe('grant projection and live snapshot', () => {
     const { hv, rec, dom0, guest, g } = machine();
     for (let r = 8; r < 14; r++) expect(g.grantForeignAccess(r, 0, r - 8, r % 2 === 0)).toBe(0);
     const hosts = dom0.invalidGfns(16, 6);
-    const ops = hosts.map((hostGfn, i) => ({ hostGfn, flags: GNTMAP_host_map | (i % 2 === 0 ? GNTMAP_readonly : 0), ref: 8 + i, dom: guest }));
+    const ops = hosts.map((hostGfn, i): GnttabMapGrantRef => ({ hostGfn, flags: GNTMAP_host_map | (i % 2 === 0 ? GNTMAP_readonly : 0), ref: 8 + i, dom: guest }));
     dom0.mapGrantRef(ops);
     expect(ops.map((o) => o.status)).toEqual([0, 0, 0, 0, 0, 0]);
     dom0.unmapGrantRef([{ handle: ops[1]!.handle!, hostGfn: ops[1]!.hostGfn }]);
@@ -55,10 +55,11 @@ describe('grant projection and live snapshot', () => {
     const { hv, rec, dom0, guest, g } = machine();
     g.grantForeignAccess(8, 0, 1, false);
     const [host] = dom0.invalidGfns(16, 1);
-    const op = { hostGfn: host!, flags: GNTMAP_host_map, ref: 8, dom: guest };
+    const op: GnttabMapGrantRef = { hostGfn: host!, flags: GNTMAP_host_map, ref: 8, dom: guest };
     dom0.mapGrantRef([op]);
     // Tamper: the grant becomes read-only behind the log's back.
-    hv.s.grant[(guest * hv.config.grantEntries + 8) * 2] |= 1 << 2;
+    const flagsWord = (guest * hv.config.grantEntries + 8) * 2;
+    hv.s.grant[flagsWord] = hv.s.grant[flagsWord]! | (1 << 2);
     const r = replaySync(rec.events, { projections: [grantsProjection], snapshots: [grantsSnapshot(hv.s, rec.events.length - 1)] });
     expect(r.divergences).toHaveLength(1);
     expect(r.divergences[0]!.firstKey).toBe(`g/${guest}/8`);
@@ -71,7 +72,7 @@ describe('teardown auditor', () => {
     const { rec, dom0, guest, g } = machine();
     g.grantForeignAccess(8, 0, 1, false);
     const [host] = dom0.invalidGfns(16, 1);
-    const op = { hostGfn: host!, flags: GNTMAP_host_map, ref: 8, dom: guest };
+    const op: GnttabMapGrantRef = { hostGfn: host!, flags: GNTMAP_host_map, ref: 8, dom: guest };
     dom0.mapGrantRef([op]);
     const port = g.evtchnAllocUnbound(0);
     dom0.evtchnBindInterdomain(guest, port);
@@ -88,7 +89,7 @@ describe('teardown auditor', () => {
     const { rec, dom0, guest, g } = machine();
     g.grantForeignAccess(8, 0, 1, false);
     const [host] = dom0.invalidGfns(16, 1);
-    const op = { hostGfn: host!, flags: GNTMAP_host_map, ref: 8, dom: guest };
+    const op: GnttabMapGrantRef = { hostGfn: host!, flags: GNTMAP_host_map, ref: 8, dom: guest };
     dom0.mapGrantRef([op]);
     dom0.domainDestroy(guest);
     expect(rec.events.some((e) => e.kind === 'domain.released')).toBe(false); // the frame is pinned

@@ -16,7 +16,7 @@ const workerScript = fileURLToPath(new URL('./threads-worker.mjs', import.meta.u
 
 interface WorkerResult {
   ok: boolean;
-  counts: { maps: number; unmaps: number; hostileRefused: number; roRefused: number; endRefused: number; dataChecks: number; badHandles: number };
+  counts: { maps: number; unmaps: number; copies: number; hostileRefused: number; roRefused: number; endRefused: number; dataChecks: number; badHandles: number };
   violations: string[];
   events: number;
   /** When the worker's loop started and ended (ms since the epoch). */

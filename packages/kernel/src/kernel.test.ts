@@ -143,7 +143,7 @@ describe('balloon', () => {
     const pages = b.k.alloc_xenballooned_pages(3) as Page[];
     expect(pages.map((p) => p.gfn)).toEqual([8, 9, 10]);
     for (const p of pages) expect(b.dom0.p2mEntry(p.gfn)).toBe(P2M_INVALID);
-    expect(b.k.alloc_xenballooned_pages(2).map((p: Page) => p.gfn)).toEqual([11, 12]);
+    expect((b.k.alloc_xenballooned_pages(2) as Page[]).map((p) => p.gfn)).toEqual([11, 12]);
     // 64 gfns: 8 populated, 5 taken → 51 empty + 8 free to balloon out = 59; 60 is too many.
     expect(b.k.alloc_xenballooned_pages(60)).toBe(-ENOMEM);
     expect(b.rec.of('mem.decrease')).toHaveLength(0); // a failed allocation does not drain memory

@@ -25,7 +25,7 @@ function ramDisk(sectors: number, o: { corruptEvery?: number; failAt?: number; h
     read(sector: number, count: number) {
       return d.io(sector, count, () => {
         const out = bytes.slice(sector * 512, (sector + count) * 512);
-        if (o.corruptEvery && d.ops % o.corruptEvery === 0) out[100] ^= 1;
+        if (o.corruptEvery && d.ops % o.corruptEvery === 0) out[100] = out[100]! ^ 1;
         return out;
       });
     },
@@ -163,7 +163,7 @@ describe('pattern', () => {
       expect(checkBlock(buf, 7, 3, true, bs)).toBe(true);
       expect(checkBlock(buf, 7, 2, false, bs)).toBe(false);
       expect(checkBlock(buf, 8, 3, false, bs)).toBe(false);
-      buf[bs / 2 + 1] ^= 1;
+      buf[bs / 2 + 1] = buf[bs / 2 + 1]! ^ 1;
       expect(checkBlock(buf, 7, 3, true, bs)).toBe(false);
     }
     // A view at an odd offset is checked on a copy.

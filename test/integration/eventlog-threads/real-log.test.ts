@@ -26,11 +26,19 @@ afterAll(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
+// The kinds emitter.mjs declares at run time (declareEvent), as the log reads them back.
+declare module '@pvsim/eventlog' {
+  interface EventPayloads {
+    'test.kv.set': { key: string; value: unknown };
+    'test.kv.del': { key: string };
+  }
+}
+
 const kv = keyedProjection<unknown>({
   name: 'test.kv',
   on: {
-    'test.kv.set': (e, m) => m.set((e.payload as { key: string }).key, (e.payload as { value: unknown }).value),
-    'test.kv.del': (e, m) => m.delete((e.payload as { key: string }).key),
+    'test.kv.set': (e, m) => m.set(e.payload.key, e.payload.value),
+    'test.kv.del': (e, m) => m.delete(e.payload.key),
   },
 });
 

@@ -12,7 +12,16 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { GNTMAP_host_map, GNTMAP_readonly, XEN_PAGE_SIZE } from '@pvsim/abi';
 import { EventWriter, readEvents, runAuditors, startSinkWorker, writeSnapshotFile, type EventRecord } from '@pvsim/eventlog';
-import { GATE_FAULT, Hypervisor, createHypervisorSpec, grantsSnapshot, startHypervisorWorker, teardownAuditor } from '@pvsim/hypervisor';
+import {
+  GATE_FAULT,
+  Hypervisor,
+  createHypervisorSpec,
+  grantsSnapshot,
+  startHypervisorWorker,
+  teardownAuditor,
+  type GnttabMapGrantRef,
+  type GnttabUnmapAndReplace,
+} from '@pvsim/hypervisor';
 import { RealClock } from '@pvsim/runtime';
 
 const pvsim = fileURLToPath(new URL('../../../packages/cli/bin/pvsim.js', import.meta.url));
@@ -45,7 +54,7 @@ describe('hypervisor daemon thread + hypercalls on the calling thread', () => {
     expect(guest.write(5, 0, data)).toBe(0);
     expect(guest.grantForeignAccess(42, 0, 5, false)).toBe(0);
     const [host] = back.invalidGfns(64, 1);
-    const op = { hostGfn: host!, flags: GNTMAP_host_map, ref: 42, dom: 1 };
+    const op: GnttabMapGrantRef = { hostGfn: host!, flags: GNTMAP_host_map, ref: 42, dom: 1 };
     back.mapGrantRef([op]);
     expect(op.status).toBe(0);
     const stamp = back.stamp(host!)!;
@@ -60,12 +69,12 @@ describe('hypervisor daemon thread + hypercalls on the calling thread', () => {
     // page reference transmits a frame that is no longer granted: a leak.
     expect(guest.grantForeignAccess(44, 0, 7, true)).toBe(0);
     const [host2] = back.invalidGfns(host! + 1, 1);
-    const op2 = { hostGfn: host2!, flags: GNTMAP_host_map | GNTMAP_readonly, ref: 44, dom: 1 };
+    const op2: GnttabMapGrantRef = { hostGfn: host2!, flags: GNTMAP_host_map | GNTMAP_readonly, ref: 44, dom: 1 };
     back.mapGrantRef([op2]);
     expect(op2.status).toBe(0);
     const stamp2 = back.stamp(host2!)!;
     const scratchGfn = 3; // one of dom0's own frames
-    const replace = { hostGfn: host2!, newGfn: scratchGfn, handle: op2.handle! };
+    const replace: GnttabUnmapAndReplace = { hostGfn: host2!, newGfn: scratchGfn, handle: op2.handle! };
     back.unmapAndReplace(replace);
     expect(replace.status).toBe(0);
     expect(back.read(host2!, 0, got, stamp2)).toBe(0); // the bytes go out …
