@@ -12,7 +12,7 @@ import { RealClock } from '@pvsim/runtime';
 import { accountEvents, type Accounting } from '../eventlog/account.js';
 import { latencySummary, type LatencySummary } from '../stats.js';
 import { BLOCK_BYTES, SECTORS_PER_BLOCK, blocksOf, checkBlock, fillBlock, iops, pickFreeBlock, prng, type Variant } from './load.js';
-import { ImmediateClock, TapEmitter, buildWorld } from './world.js';
+import { TapEmitter, buildWorld } from './world.js';
 
 export interface RunParams {
   diskMiB: number;
@@ -75,7 +75,7 @@ export async function runVariant(v: Variant, p: RunParams, round: number): Promi
     const dom0Tap = new TapEmitter(dom0Inner);
     const guestTap = new TapEmitter(guestInner);
     const tapEvents = () => dom0Tap.events + guestTap.events;
-    const clock = new ImmediateClock(sink?.hub.epochMs);
+    const clock = new RealClock(sink?.hub.epochMs);
     const world = await buildWorld({ policy: v.policy, diskMiB: p.diskMiB, dataPages: Math.max(64, p.qd * 2), dom0Events: dom0Tap, guestEvents: guestTap, clock, batchMax: p.batchMax });
     const setupMs = performance.now() - tWall;
     const { front, disk } = world;

@@ -30,7 +30,7 @@ export interface ThreadVariantResult extends VariantResult {
   cores: number;
 }
 
-const GUEST = 'bench';
+const GUEST = 'guest';
 
 export function topologyYaml(policy: string, log: boolean, diskMiB: number, ringOrder: number): string {
   return [

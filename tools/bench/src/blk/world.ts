@@ -9,31 +9,11 @@ import { Blkfront } from '@pvsim/blkfront';
 import type { EventEmitter, EventKind, EventPayloads } from '@pvsim/eventlog';
 import { Hypervisor, createHypervisorSpec } from '@pvsim/hypervisor';
 import { Kernel, createPageTableSpec } from '@pvsim/kernel';
-import { RealClock, type Clock, type TimerHandle } from '@pvsim/runtime';
+import type { Clock } from '@pvsim/runtime';
 import { LocalXsClient, XenStore, xenbusAddDevice } from '@pvsim/xenstore';
 import type { Policy } from './load.js';
 
 export const VDEV = 51712;
-
-/**
- * Real time, but `setTimer(0)` is `setImmediate` (the Clock contract: "as soon as possible, after
- * the current task"); RealClock's `setTimeout(0)` waits ≥ 1 ms, which would make blkback's
- * rescheduled ring passes the bound instead of the work.
- */
-export class ImmediateClock implements Clock {
-  private readonly real: RealClock;
-  constructor(epochMs?: number) {
-    this.real = new RealClock(epochMs);
-  }
-  nowNs(): number {
-    return this.real.nowNs();
-  }
-  setTimer(delayMs: number, fn: () => void): TimerHandle {
-    if (delayMs > 0) return this.real.setTimer(delayMs, fn);
-    const t = setImmediate(fn);
-    return { cancel: () => clearImmediate(t) };
-  }
-}
 
 /** Forwards to `inner`, counting every event and the ones that mean a broken memory contract. */
 export class TapEmitter implements EventEmitter {
