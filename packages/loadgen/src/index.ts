@@ -4,6 +4,7 @@ export {
   RW_MODES,
   SECTOR_BYTES,
   latencyStats,
+  newLatencyHistogram,
   makeJob,
   mergedLatency,
   runJob,

@@ -189,7 +189,8 @@ export interface JobResult {
   };
 }
 
-const newHist = (): Histogram => build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000_000, numberOfSignificantValueDigits: 3 });
+/** An empty latency histogram: nanoseconds, 1 ns to 1 h, 3 significant digits. */
+export const newLatencyHistogram = (): Histogram => build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000_000, numberOfSignificantValueDigits: 3 });
 
 export function latencyStats(h: Histogram): LatencyStats {
   const us = (ns: number) => ns / 1000;
@@ -208,7 +209,7 @@ export function latencyStats(h: Histogram): LatencyStats {
 
 /** Latency of several results together (e.g. the disks of one run), from their histograms. */
 export function mergedLatency(results: readonly Pick<JobResult, 'histogram'>[]): LatencyStats {
-  const all = newHist();
+  const all = newLatencyHistogram();
   for (const r of results) {
     const h = decodeFromCompressedBase64(r.histogram);
     all.add(h);
@@ -246,10 +247,10 @@ export async function runJob(target: BlockTarget, job: BlockJob, opts: RunJobOpt
   const busy = new Uint8Array(nBlocks);
   let cursor = 0;
 
-  const all = newHist();
-  const rd = newHist();
-  const wr = newHist();
-  const bucket = newHist();
+  const all = newLatencyHistogram();
+  const rd = newLatencyHistogram();
+  const wr = newLatencyHistogram();
+  const bucket = newLatencyHistogram();
   const series: SeriesPoint[] = [];
   let ios = 0;
   let reads = 0;

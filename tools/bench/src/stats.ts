@@ -1,10 +1,10 @@
 /**
  * Statistics and number formatting shared by every benchmark. Pure functions, no I/O.
  *
- * Percentiles of latency samples come from hdr-histogram-js (see `latencySummary`); the helpers
+ * Percentiles of latency samples come from loadgen's HdrHistogram (see `latencySummary`); the helpers
  * here only summarise a handful of per-round values (min / median / max across rounds).
  */
-import { build } from 'hdr-histogram-js';
+import { latencyStats, newLatencyHistogram } from '@pvsim/loadgen';
 
 function finite(values: readonly number[], what: string): number[] {
   if (values.length === 0) throw new RangeError(`${what} of no values`);
@@ -65,23 +65,11 @@ export interface LatencySummary {
  */
 export function latencySummary(samplesMs: ArrayLike<number>): LatencySummary {
   if (samplesMs.length === 0) throw new RangeError('latency summary of no samples');
-  const h = build({ lowestDiscernibleValue: 1, highestTrackableValue: 3_600_000_000_000, numberOfSignificantValueDigits: 3 });
-  for (let i = 0; i < samplesMs.length; i++) {
-    const ns = Math.max(1, Math.round(samplesMs[i]! * 1e6));
-    h.recordValue(ns);
-  }
-  const us = (ns: number) => ns / 1000;
-  const out: LatencySummary = {
-    count: h.totalCount,
-    minUs: us(h.minNonZeroValue),
-    meanUs: us(h.mean),
-    p50Us: us(h.getValueAtPercentile(50)),
-    p99Us: us(h.getValueAtPercentile(99)),
-    p999Us: us(h.getValueAtPercentile(99.9)),
-    maxUs: us(h.maxValue),
-  };
+  const h = newLatencyHistogram();
+  for (let i = 0; i < samplesMs.length; i++) h.recordValue(Math.max(1, Math.round(samplesMs[i]! * 1e6)));
+  const { count, minUs, meanUs, p50Us, p99Us, p999Us, maxUs } = latencyStats(h);
   h.destroy();
-  return out;
+  return { count, minUs, meanUs, p50Us, p99Us, p999Us, maxUs };
 }
 
 /** Messages per second, human-scaled: `1.23 M/s`, `345 k/s`, `812 /s`. */
