@@ -8,7 +8,7 @@ import { Blkfront } from '@pvsim/blkfront';
 import { EventWriter, nullEmitter } from '@pvsim/eventlog';
 import { Hypervisor } from '@pvsim/hypervisor';
 import { RealClock, serveCommands } from '@pvsim/runtime';
-import { runJob, type BlockTarget } from '@pvsim/loadgen';
+import { makeJob, runJob, type BlockTarget } from '@pvsim/loadgen';
 import { XsRingClient } from '@pvsim/xenstore';
 import { runUpcallLoop } from './evtloop.js';
 import type { DeviceCommand, DeviceReply, GuestWorkerData } from './protocol.js';
@@ -73,6 +73,10 @@ try {
         if (chosen.length === 0) return { ok: false, error: `${data.name} has no disk ${cmd.devid}` };
         if (loading) return { ok: false, error: `${data.name}: a load is already running` };
         if (stopLoad) return { ok: false, error: `${data.name}: shutting down` };
+        // The job crossed a thread boundary: check it again (a caller may not have used makeJob).
+        const jr = makeJob(cmd.job);
+        if (!jr.ok) return { ok: false, error: jr.error };
+        const job = jr.job;
         loading = true;
         try {
           const loads = await Promise.all(
@@ -85,7 +89,7 @@ try {
                 write: (s, d) => f.front.write(s, d),
                 describe: () => `${f.vdevName} ${f.front.phase}${f.front.error ? ` (${f.front.error})` : ''} ${JSON.stringify(f.front.stats())}`,
               };
-              return { devid: f.devid, vdevName: f.vdevName, result: await runJob(target, { ...cmd.job, seed: cmd.job.seed + i }, { cancelled: () => stopLoad }) };
+              return { devid: f.devid, vdevName: f.vdevName, result: await runJob(target, { ...job, seed: job.seed + i }, { cancelled: () => stopLoad }) };
             }),
           );
           return { ok: true, loads };

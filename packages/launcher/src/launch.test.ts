@@ -98,6 +98,7 @@ it('load: a job in the guest thread on each disk (verified, read back), live I/O
 
     await expect(run.load('nope', j.job)).rejects.toThrow('no guest named "nope" (guests: g1)');
     await expect(run.load('g1', j.job, 1234)).rejects.toThrow('g1 has no disk 1234');
+    await expect(run.load('g1', { ...j.job, bs: 1000 })).rejects.toThrow('g1: job.bs: 1000 is not a multiple of 512');
     // A long load, then a shutdown while it runs: the load stops, in-flight I/O drains, clean.
     // (The disks hold the first job's data now: nothing can be assumed zeroed.)
     long = run.load('g1', { ...j.job, runtimeMs: 60_000, readBack: true, assumeZeroed: false });
