@@ -123,6 +123,8 @@ describe('pvsim up', () => {
 
     const rep = pvsimSync('replay', join(runDir, 'events'), '--check');
     expect(rep.out).toMatch(/hv\.grants/);
+    // The block path's auditor ran (registered by loading @pvsim/blkback).
+    expect(rep.out).toMatch(/auditors .*blk\.response-after-unmap/);
     expect(rep.out).toMatch(/violations\s+0/);
     expect(rep.out).toMatch(/divergences\s+0/);
     expect(rep.code).toBe(0);

@@ -103,11 +103,13 @@ export async function runReplay(file: string, opts: ReplayCommandOptions, io: Re
     }
   }
 
-  const result = await replay(events(), { projections: registeredProjections(), auditors: registeredAuditors(), snapshots });
+  const auditors = registeredAuditors();
+  const auditorNames = auditors.map((a) => a.name);
+  const result = await replay(events(), { projections: registeredProjections(), auditors, snapshots });
   const dirty = result.violations.length + result.violationsSuppressed + result.divergences.length > 0;
 
-  if (opts.json) io.out(JSON.stringify(toJson(logPath, snapshotPath, result, warnings, corrupt), jsonReplacer, 2));
-  else printText(io, logPath, snapshotPath, result, corrupt);
+  if (opts.json) io.out(JSON.stringify({ ...toJson(logPath, snapshotPath, result, warnings, corrupt), auditors: auditorNames }, jsonReplacer, 2));
+  else printText(io, logPath, snapshotPath, result, corrupt, auditorNames);
 
   const bad = corrupt as LogCorruptError | null;
   if (bad) {
@@ -128,7 +130,7 @@ async function exists(path: string): Promise<boolean> {
 
 const message = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
-function printText(io: ReplayIo, logPath: string, snapshotPath: string | null, r: ReplayResult, corrupt: LogCorruptError | null): void {
+function printText(io: ReplayIo, logPath: string, snapshotPath: string | null, r: ReplayResult, corrupt: LogCorruptError | null, auditorNames: readonly string[]): void {
   io.out(`log         ${logPath}`);
   io.out(`events      ${r.events}${r.lastSeq !== null ? ` (last seq ${r.lastSeq})` : ''}`);
   if (corrupt) io.out(`corrupt     ${corrupt.message}: replay stopped there`);
@@ -138,6 +140,7 @@ function printText(io: ReplayIo, logPath: string, snapshotPath: string | null, r
   const width = Math.max(0, ...[...r.states.keys()].map((n) => n.length));
   for (const [name, entries] of r.states) io.out(`  ${name.padEnd(width)}  ${entries.size} entr${entries.size === 1 ? 'y' : 'ies'}`);
 
+  io.out(`auditors    ${auditorNames.join(', ') || 'none'}`);
   const nViolations = r.violations.length + r.violationsSuppressed;
   io.out(`violations  ${nViolations}`);
   for (const v of r.violations.slice(0, LISTED_MAX)) io.out(`  ${violationLine(v)}`);
