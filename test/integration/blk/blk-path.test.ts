@@ -9,7 +9,7 @@ import { BLKIF_OP_WRITE } from '@pvsim/blkif';
 import { BLK_RESPONSE_AUDITOR, BlkbackDevice, MemoryDisk, blkResponseAfterUnmapAuditor, kernelRingMapper, runBlkbackXenbus, type UnmapPolicy } from '@pvsim/blkback';
 import { Blkfront } from '@pvsim/blkfront';
 import { runAuditors, type EventEmitter, type EventRecord } from '@pvsim/eventlog';
-import { GATE_FAULT, GATE_OK, Hypervisor, createHypervisorSpec, teardownAuditor } from '@pvsim/hypervisor';
+import { GATE_FAULT, GATE_OK, Hypervisor, createHypervisorSpec, routeEvtchnSend, teardownAuditor } from '@pvsim/hypervisor';
 import { Kernel, createPageTableSpec, get_page, put_page, type Page } from '@pvsim/kernel';
 import { VirtualClock } from '@pvsim/runtime';
 import { LocalXsClient, XenStore, XenbusState, xenbusAddDevice } from '@pvsim/xenstore';
@@ -40,23 +40,6 @@ function recorder() {
   return { events, emitter, of, audit };
 }
 
-/** `c` with `evtchnSend` routed: after the send, `onSend` runs (the other side's interrupt). */
-function routed<T extends object>(c: T, onSend: () => void): T {
-  return new Proxy(c, {
-    get(t, k) {
-      const v = Reflect.get(t, k, t) as unknown;
-      if (k === 'evtchnSend') {
-        return (port: number) => {
-          const rc = (v as (p: number) => number).call(t, port);
-          queueMicrotask(onSend);
-          return rc;
-        };
-      }
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
-    },
-  });
-}
-
 async function world(policy: UnmapPolicy) {
   const rec = recorder();
   const hv = new Hypervisor(createHypervisorSpec({ frames: 4096, maxDomains: 4, gfnsPerDomain: 1024, grantEntries: 1024, maptrackEntries: 1024, evtchnPorts: 64 }));
@@ -85,7 +68,7 @@ async function world(policy: UnmapPolicy) {
   const disk = new MemoryDisk(SECTORS);
   let front: Blkfront | null = null;
   const dev = new BlkbackDevice({
-    client: routed(dom0, () => front?.interrupt()),
+    client: routeEvtchnSend(dom0, () => front?.interrupt()),
     kernel,
     clock,
     events: rec.emitter,
@@ -97,7 +80,7 @@ async function world(policy: UnmapPolicy) {
   cleanups.push(() => back.stop());
   const nPages = 1 + DATA_PAGES;
   front = await Blkfront.start({
-    client: routed(guest, () => dev.kick()),
+    client: routeEvtchnSend(guest, () => dev.kick()),
     xs: xs(gid),
     clock,
     events: rec.emitter,

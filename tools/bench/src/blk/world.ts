@@ -7,7 +7,7 @@
 import { BlkbackDevice, MemoryDisk, kernelRingMapper, runBlkbackXenbus } from '@pvsim/blkback';
 import { Blkfront } from '@pvsim/blkfront';
 import type { EventEmitter, EventKind, EventPayloads } from '@pvsim/eventlog';
-import { Hypervisor, createHypervisorSpec } from '@pvsim/hypervisor';
+import { Hypervisor, createHypervisorSpec, routeEvtchnSend } from '@pvsim/hypervisor';
 import { Kernel, createPageTableSpec } from '@pvsim/kernel';
 import type { Clock } from '@pvsim/runtime';
 import { LocalXsClient, XenStore, xenbusAddDevice } from '@pvsim/xenstore';
@@ -27,23 +27,6 @@ export class TapEmitter implements EventEmitter {
     else if (kind === 'mem.leak') this.memLeak++;
     return this.inner.emit(kind, payload, dom);
   }
-}
-
-/** `c` with `evtchnSend` routed: after the send, `onSend` runs in a microtask. */
-function routed<T extends object>(c: T, onSend: () => void): T {
-  return new Proxy(c, {
-    get(t, k) {
-      const v = Reflect.get(t, k, t) as unknown;
-      if (k === 'evtchnSend') {
-        return (port: number) => {
-          const rc = (v as (p: number) => number).call(t, port);
-          queueMicrotask(onSend);
-          return rc;
-        };
-      }
-      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(t) : v;
-    },
-  });
 }
 
 export interface WorldOptions {
@@ -95,7 +78,7 @@ export async function buildWorld(o: WorldOptions): Promise<World> {
     for (let i = 0; i < disk.bytes.length; i += 4096) disk.bytes[i] = 0;
     let front: Blkfront | null = null;
     const dev = new BlkbackDevice({
-      client: routed(dom0, () => front?.interrupt()),
+      client: routeEvtchnSend(dom0, () => front?.interrupt()),
       kernel,
       clock,
       events: o.dom0Events,
@@ -108,7 +91,7 @@ export async function buildWorld(o: WorldOptions): Promise<World> {
     cleanups.push(() => back.stop());
     const nPages = 1 + o.dataPages;
     front = await Blkfront.start({
-      client: routed(guest, () => dev.kick()),
+      client: routeEvtchnSend(guest, () => dev.kick()),
       xs: xs(gid, o.guestEvents),
       clock,
       events: o.guestEvents,
