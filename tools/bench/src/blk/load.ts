@@ -1,9 +1,11 @@
 /**
- * The pure parts of the `blk` benchmark: aligned 4 KiB blocks, the order of variants per round,
- * and IOPS. The workload's PRNG, write pattern and check are @pvsim/loadgen's (re-exported). No
- * I/O here.
+ * The pure parts of the `blk` benchmark: aligned 4 KiB blocks and the order of variants per
+ * round. The workload's PRNG, write pattern and check, and IOPS, are @pvsim/loadgen's
+ * (re-exported). No I/O here.
  */
 export { prng, fillBlock, checkBlock, pickFreeBlock } from '@pvsim/loadgen';
+/** I/Os per second; NaN when the window is empty (loadgen's `perSecond`). */
+export { perSecond as iops } from '@pvsim/loadgen';
 
 export const BLOCK_BYTES = 4096;
 export const SECTOR_BYTES = 512;
@@ -35,11 +37,5 @@ export function variantOrder(round: number, logs: readonly LogMode[] = ['off', '
   const k = ((round - 1) * (all.length - 1)) % all.length; // n - 1 is coprime with n
   const rotated = [...all.slice(k), ...all.slice(0, k)];
   return round % 2 === 0 ? rotated.reverse() : rotated;
-}
-
-/** I/Os per second; NaN when the window is empty. */
-export function iops(completed: number, ms: number): number {
-  if (!(ms > 0) || !Number.isFinite(completed)) return Number.NaN;
-  return (completed / ms) * 1000;
 }
 
